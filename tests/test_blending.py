@@ -1,0 +1,96 @@
+"""The blending math on hand-made distributions."""
+
+import numpy as np
+import pytest
+
+from blendin_local.blending import auto_alpha, blend, mix, proxy_tune, should_intervene, softmax
+
+
+def test_softmax_is_a_distribution_and_keeps_order():
+    p = softmax(np.array([1.0, 3.0, 2.0, -50.0], dtype=np.float32))
+    assert p.sum() == pytest.approx(1.0)
+    assert list(np.argsort(-p)) == [1, 2, 0, 3]
+
+
+def test_softmax_survives_huge_logits():
+    p = softmax(np.array([1000.0, 999.0], dtype=np.float32))
+    assert np.isfinite(p).all() and p[0] > p[1]
+
+
+@pytest.mark.parametrize("top, gamma, expected", [(0.39, 0.4, True), (0.4, 0.4, False), (0.99, 1.01, True), (0.0, 0.0, False)])
+def test_trigger_is_strictly_below_gamma(top, gamma, expected):
+    assert should_intervene(top, gamma) is expected
+
+
+def test_auto_alpha_formula():
+    p_base = np.array([0.3, 0.25, 0.45])
+    p_guide = np.array([0.8, 0.1, 0.1])
+    # pG_max / (pB_max + pG_max) + 0.1 * p_B(argmax p_G) = 0.8 / 1.25 + 0.1 * 0.3
+    assert auto_alpha(p_base, p_guide) == pytest.approx(0.8 / 1.25 + 0.03)
+
+
+def test_auto_alpha_trusts_the_more_confident_model():
+    diffuse_base = np.full(10, 0.1)
+    assert auto_alpha(diffuse_base, np.eye(10)[3]) > 0.85
+    assert auto_alpha(np.eye(10)[3] * 0.39 + 0.061 * (1 - np.eye(10)[3]), np.full(10, 0.1)) < 0.5
+
+
+def test_auto_alpha_is_clipped_to_one():
+    assert auto_alpha(np.array([0.0, 1.0]), np.array([0.0, 1.0])) <= 1.0
+    p = np.array([1e-9, 1.0 - 1e-9])
+    assert auto_alpha(np.array([0.2, 0.8]), p) <= 1.0
+
+
+def test_auto_alpha_without_guide_mass_is_zero():
+    assert auto_alpha(np.array([0.5, 0.5]), np.zeros(2)) == pytest.approx(0.05)
+    assert auto_alpha(np.zeros(2), np.zeros(2)) == 0.0
+
+
+def test_alpha_zero_returns_the_base_distribution_itself():
+    p_base = softmax(np.random.default_rng(0).normal(size=100).astype(np.float32))
+    assert mix(p_base, np.full(100, 0.01), 0.0) is p_base
+
+
+def test_alpha_one_is_the_guide_renormalised():
+    p_guide = np.array([0.2, 0.5, 0.1, 0.0])  # 0.2 of its mass lost to unmapped tokens
+    out = mix(np.array([0.7, 0.1, 0.1, 0.1]), p_guide, 1.0)
+    assert out == pytest.approx(p_guide / 0.8)
+
+
+def test_mixture_of_a_distribution_with_itself_is_itself():
+    p = softmax(np.random.default_rng(1).normal(size=1000))
+    for alpha in (0.1, 0.5, 0.9):
+        assert np.argmax(mix(p, p, alpha)) == np.argmax(p)
+        assert mix(p, p, alpha) == pytest.approx(p)
+
+
+def test_blend_reports_the_alpha_it_used():
+    p_base, p_guide = np.array([0.3, 0.3, 0.4]), np.array([0.9, 0.05, 0.05])
+    assert blend(p_base, p_guide, 0.25).alpha == 0.25
+    auto = blend(p_base, p_guide, None)
+    assert auto.alpha == pytest.approx(auto_alpha(p_base, p_guide))
+    assert np.argmax(auto.probs) == 0
+
+
+def test_ensemble_is_the_average():
+    a, b = np.array([0.6, 0.4, 0.0]), np.array([0.0, 0.2, 0.8])
+    assert mix(a, b, 0.5) == pytest.approx([0.3, 0.3, 0.4])
+
+
+def test_proxy_with_identical_guide_and_anti_is_the_base():
+    p_base = np.array([0.5, 0.3, 0.2])
+    p_guide = np.array([0.1, 0.6, 0.3])
+    assert proxy_tune(p_base, p_guide, p_guide) == pytest.approx(p_base)
+
+
+def test_proxy_applies_the_guide_shift():
+    p_base = np.array([0.5, 0.5, 0.0])
+    tuned = proxy_tune(p_base, np.array([0.2, 0.8, 0.0]), np.array([0.5, 0.5, 0.0]))
+    # ratios 0.4 and 1.6: 0.2 : 0.8
+    assert tuned == pytest.approx([0.2, 0.8, 0.0])
+
+
+def test_proxy_leaves_tokens_the_guide_cannot_express():
+    p_base = np.array([0.25, 0.25, 0.5])
+    tuned = proxy_tune(p_base, np.array([0.5, 0.5, 0.0]), np.array([0.5, 0.5, 0.0]))
+    assert tuned == pytest.approx(p_base)
