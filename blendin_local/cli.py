@@ -73,7 +73,8 @@ def cli():
               help="Stop where the base starts a new turn (\\nQuestion:, \\nQ:, \\nUser:, \\nHuman:).")
 @click.option("--base-prompt", default="plain", show_default=True, help="plain | chat | raw | a format with {prompt} and {system}.")
 @click.option("--guide-prompt", default="chat", show_default=True, help="plain | chat | raw | a format with {prompt} and {system}.")
-@click.option("--trace", is_flag=True, help="Colour tokens by who decided them; per-token table on stderr.")
+@click.option("--trace", is_flag=True, help="Colour tokens by who decided them (base plain, blend yellow, guide green);"
+              " a per-token table on stderr at the end.")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object at the end.")
 @click.option("--no-stream", is_flag=True, help="Print the text at the end instead of as it comes.")
 @model_options
@@ -89,7 +90,12 @@ def generate(prompt_arg, prompt, system, method, max_tokens, temperature, top_p,
     if method == "proxy" and anti is None:
         raise BlendinError("--method proxy needs the guide's untuned counterpart: pass --anti PATH|NAME")
     pair = load_pair(base, guide, anti, ctx_size, threads, gpu_layers)
-    result = run_generation(pair, text, settings, stream=not (no_stream or as_json), trace=trace)
+    streaming = not (no_stream or as_json)
+    result = run_generation(pair, text, settings, stream=streaming, trace=trace)
+    if streaming and not result.text.endswith("\n"):
+        click.echo()
+    if trace:
+        print_trace(result)
     if as_json:
         click.echo(json.dumps(result.as_dict(), ensure_ascii=False))
     elif no_stream:
@@ -125,11 +131,6 @@ def run_generation(pair: BlendPair, prompt: str, settings: GenerationSettings, s
                 emit(out, event.text, None, stream)
                 return event.result
             emit(out, event.text, event.entry.source if trace else None, stream)
-            if trace:
-                e = event.entry
-                top = "   -  " if e.base_top_p is None else f"{e.base_top_p:.3f}"
-                alpha = "  -  " if e.alpha is None else f"{e.alpha:.3f}"
-                click.echo(f"[trace] {e.source:5} pB={top} alpha={alpha} {e.piece!r}", err=True)
     except KeyboardInterrupt:
         emit(out, generation.stream.finish(), None, stream)
         return generation.result("interrupted")
@@ -140,6 +141,15 @@ def emit(out, text: str, source: str | None, stream: bool) -> None:
     if stream and text:
         click.echo(click.style(text, fg=SOURCE_COLOURS.get(source)) if source else text, nl=False, file=out)
         out.flush()
+
+
+def print_trace(result: GenerationResult) -> None:
+    click.echo("    #  source  base top-1  alpha  piece", err=True)
+    for i, e in enumerate(result.trace):
+        top = "    -" if e.base_top_p is None else f"{e.base_top_p:5.3f}"
+        alpha = "    -" if e.alpha is None else f"{e.alpha:5.3f}"
+        line = f"{i:5}  {e.source:6}  {top:>10}  {alpha}  {e.piece!r}"
+        click.echo(click.style(line, fg=SOURCE_COLOURS[e.source]), err=True)
 
 
 def stats_line(r: GenerationResult) -> str:
