@@ -226,6 +226,18 @@ def models_bridge(base, guide):
     click.echo(f"  control  {stats['control_tokens']:7}  (end-of-generation tokens map to the base's EOS; the rest map nowhere)")
 
 
+from .cli_eval import diagnose, eval_group  # noqa: E402  (these commands build on the options above)
+
+cli.add_command(eval_group)
+cli.add_command(diagnose)
+
+
+from .cli_chat import chat  # noqa: E402
+from .cli_serve import serve  # noqa: E402
+cli.add_command(chat)
+cli.add_command(serve)
+
+
 def main(argv=None) -> None:
     try:
         cli.main(args=argv, prog_name="blendin", standalone_mode=False)

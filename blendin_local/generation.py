@@ -87,6 +87,7 @@ class TraceEntry:
     source: str
     base_top_p: float | None
     alpha: float | None
+    guide_rank: int | None = None  # BlendIn interventions: rank of the guide's top token in the base's distribution
 
 
 @dataclass(frozen=True)
@@ -174,7 +175,7 @@ class Generation:
                 break
             self._commit(decision)
             entry = TraceEntry(decision.piece.decode("utf-8", "backslashreplace"), decision.source,
-                               decision.base_top_p, decision.alpha)
+                               decision.base_top_p, decision.alpha, decision.guide_rank)
             self.trace.append(entry)
             yield StepEvent(self.stream.feed(decision.piece), entry)
             if self.stream.stopped_by is not None:

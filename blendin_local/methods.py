@@ -30,6 +30,7 @@ class Decision:
     anti_proposal: Proposal | None = None
     base_top_p: float | None = None
     alpha: float | None = None
+    guide_rank: int | None = None  # at an intervention: the rank of the guide's top token in p_B (0 = top)
     end: bool = False  # an end-of-generation token
 
 
@@ -92,7 +93,13 @@ class BlendIn:
             return ctx.base_decision(p_base, base_top_p=top)
         proposal = ctx.guide.propose()
         mixed = blend(p_base, proposal.on_base, self.alpha)
-        return ctx.base_decision(mixed.probs, "blend", proposal=proposal, base_top_p=top, alpha=mixed.alpha)
+        return ctx.base_decision(mixed.probs, "blend", proposal=proposal, base_top_p=top, alpha=mixed.alpha,
+                                 guide_rank=rank_in(p_base, int(proposal.on_base.argmax())))
+
+
+def rank_in(probs: np.ndarray, token: int) -> int:
+    """How many tokens `probs` prefers to `token` (0: it is the top token)."""
+    return int((probs > probs[token]).sum())
 
 
 def ensemble() -> BlendIn:

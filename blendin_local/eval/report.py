@@ -1,0 +1,181 @@
+"""Tables (markdown and CSV) and plots (PNG) from run folders.
+
+Per dataset: method × score, mean intervention rate, tokens/s, tokens per answer, how answers
+stopped; IFEval adds its four accuracies, XSTest compliance on safe and refusal on unsafe
+prompts, the judge's mean where there was one. Figures: the paper's intervention rate against
+score, and histograms of auto alpha.
+"""
+
+from __future__ import annotations
+
+import csv
+from collections import Counter
+from dataclasses import dataclass
+from pathlib import Path
+from statistics import mean
+
+from ..errors import BlendinError
+from ..methods import METHODS
+from .runs import read_run
+
+
+@dataclass(frozen=True)
+class Row:
+    dataset: str
+    method: str
+    n: int
+    score: float | None
+    intervention_rate: float
+    tokens_per_s: float
+    tokens: float
+    stops: str
+    extra: dict
+
+
+def _mean(values) -> float | None:
+    values = [v for v in values if v is not None]
+    return mean(values) if values else None
+
+
+def _ifeval_extra(records: list[dict]) -> dict:
+    from .ifeval import aggregate
+
+    scores = [{k: r["scoring"][k] for k in ("strict", "loose", "prompt_strict", "prompt_loose")} for r in records]
+    return {k: round(v, 4) for k, v in aggregate(scores).items() if k.endswith(("strict", "loose"))}
+
+
+def _xstest_extra(records: list[dict]) -> dict:
+    safe = [not r["scoring"]["refused"] for r in records if r["scoring"].get("label") == "safe"]
+    unsafe = [r["scoring"]["refused"] for r in records if r["scoring"].get("label") == "unsafe"]
+    return {"complied_safe": round(mean(safe), 4) if safe else None,
+            "refused_unsafe": round(mean(unsafe), 4) if unsafe else None}
+
+
+def summarise(dataset: str, method: str, records: list[dict]) -> Row:
+    extra = {}
+    if dataset == "ifeval" and records:
+        extra = _ifeval_extra(records)
+    elif dataset == "xstest" and records:
+        extra = _xstest_extra(records)
+    judged = [r["judge"]["score"] for r in records if r.get("judge") and r["judge"].get("score") is not None]
+    if judged:
+        extra["judge"] = round(mean(judged), 4)
+    stops = Counter(r["stop_reason"] for r in records)
+    return Row(
+        dataset=dataset, method=method, n=len(records),
+        score=_mean(r["score"] for r in records),
+        intervention_rate=_mean(r["intervention_rate"] for r in records) or 0.0,
+        tokens_per_s=_mean(r["tokens_per_s"] for r in records) or 0.0,
+        tokens=_mean(r["n_tokens"] for r in records) or 0.0,
+        stops=", ".join(f"{k} {v}" for k, v in stops.most_common()),
+        extra=extra,
+    )
+
+
+def load_rows(run_dirs: list[Path]) -> tuple[list[Row], dict[str, dict[str, list[dict]]]]:
+    rows, records_by_dataset = [], {}
+    for run_dir in run_dirs:
+        config, by_method = read_run(run_dir)
+        dataset = config["dataset"]
+        records_by_dataset[dataset] = by_method
+        for method in sorted(by_method, key=lambda m: METHODS.index(m) if m in METHODS else len(METHODS)):
+            rows.append(summarise(dataset, method, by_method[method]))
+    return rows, records_by_dataset
+
+
+def _fmt(value, digits: int = 3) -> str:
+    return "-" if value is None else f"{value:.{digits}f}"
+
+
+def markdown_table(rows: list[Row]) -> str:
+    extra_keys = sorted({k for r in rows for k in r.extra})
+    head = ["method", "n", "score", "intervention rate", "tokens/s", "tokens", *extra_keys, "stops"]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for r in rows:
+        cells = [r.method, str(r.n), _fmt(r.score), f"{100 * r.intervention_rate:.1f}%", f"{r.tokens_per_s:.1f}",
+                 f"{r.tokens:.0f}", *(_fmt(r.extra.get(k)) for k in extra_keys), r.stops]
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def write_csv(rows: list[Row], path: Path) -> None:
+    extra_keys = sorted({k for r in rows for k in r.extra})
+    with path.open("w", newline="") as f:
+        writer = csv.writer(f)
+        writer.writerow(["dataset", "method", "n", "score", "intervention_rate", "tokens_per_s", "tokens", *extra_keys, "stops"])
+        for r in rows:
+            writer.writerow([r.dataset, r.method, r.n, r.score, round(r.intervention_rate, 4), round(r.tokens_per_s, 2),
+                             round(r.tokens, 1), *(r.extra.get(k) for k in extra_keys), r.stops])
+
+
+def _pyplot():
+    try:
+        import matplotlib
+    except ImportError:
+        raise BlendinError("reports draw their figures with matplotlib: pip install 'blendin-local[eval]'") from None
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def plot_intervention_vs_score(rows: list[Row], records: dict[str, dict[str, list[dict]]], path: Path) -> None:
+    plt = _pyplot()
+    fig, (left, right) = plt.subplots(1, 2, figsize=(11, 4.2))
+    for method, marker in (("blendin", "o"), ("nudging", "s")):
+        points = [(r.intervention_rate, r.score, r.dataset) for r in rows if r.method == method and r.score is not None]
+        if points:
+            left.scatter([p[0] for p in points], [p[1] for p in points], marker=marker, label=method)
+            for x, y, name in points:
+                left.annotate(name, (x, y), fontsize=7, xytext=(3, 3), textcoords="offset points")
+    left.set(xlabel="mean intervention rate", ylabel="score", title="per dataset")
+    left.legend()
+    edges = [0.0, 0.1, 0.2, 0.3, 0.5, 1.01]
+    for method in ("blendin", "nudging"):
+        samples = [r for by_method in records.values() for r in by_method.get(method, []) if r["score"] is not None]
+        xs, ys = [], []
+        for lo, hi in zip(edges, edges[1:]):
+            inside = [r["score"] for r in samples if lo <= r["intervention_rate"] < hi]
+            if inside:
+                xs.append((lo + min(hi, 1.0)) / 2)
+                ys.append(mean(inside))
+        if xs:
+            right.plot(xs, ys, marker="o", label=method)
+    right.set(xlabel="intervention rate of the answer (binned)", ylabel="mean score", title="per answer, all datasets")
+    right.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def plot_alpha_histograms(records: dict[str, dict[str, list[dict]]], path: Path) -> bool:
+    plt = _pyplot()
+    series = {d: [a for r in by_method.get("blendin", []) for a in r.get("alphas", [])] for d, by_method in records.items()}
+    series = {d: v for d, v in series.items() if v}
+    if not series:
+        return False
+    fig, axes = plt.subplots(1, len(series), figsize=(3.2 * len(series), 3), squeeze=False)
+    for ax, (dataset, alphas) in zip(axes[0], series.items()):
+        ax.hist(alphas, bins=20, range=(0, 1))
+        ax.set(title=f"{dataset} (n={len(alphas)})", xlabel="auto alpha")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return True
+
+
+def write_report(run_dirs: list[Path], out: Path) -> Path:
+    rows, records = load_rows(run_dirs)
+    out.mkdir(parents=True, exist_ok=True)
+    write_csv(rows, out / "summary.csv")
+    plot_intervention_vs_score(rows, records, out / "intervention_vs_score.png")
+    has_alphas = plot_alpha_histograms(records, out / "alpha_histograms.png")
+    parts = ["# Results\n"]
+    for dataset in dict.fromkeys(r.dataset for r in rows):
+        parts.append(f"## {dataset}\n\n{markdown_table([r for r in rows if r.dataset == dataset])}\n")
+    parts.append("![intervention rate against score](intervention_vs_score.png)\n")
+    if has_alphas:
+        parts.append("![auto alpha at interventions](alpha_histograms.png)\n")
+    report = out / "report.md"
+    report.write_text("\n".join(parts))
+    return report

@@ -1,0 +1,125 @@
+"""Running one dataset with several methods into a run folder, resumably, with live progress.
+
+Samples go item by item, each item through every method, so an interrupted run has every
+method at the same depth. Each finished sample is scored (and judged, with a judge) and
+written at once; Ctrl-C loses only the samples in flight.
+
+`jobs` > 1 runs samples on that many pairs at once, each with its share of the CPU threads
+(llama.cpp releases the GIL while it computes). On 2 cores that does not pay: one pair
+already keeps both busy (measured in docs/results.md).
+"""
+
+from __future__ import annotations
+
+import queue
+import time
+from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor, wait
+from dataclasses import dataclass, field
+from typing import Callable, Sequence
+
+from tqdm import tqdm
+
+from ..generation import GenerationSettings
+from ..prompts import Message
+from .datasets import EvalItem
+from .judge import Judge
+from .runs import RunFolder
+from .scoring import score_item
+
+
+def sample_record(item: EvalItem, method: str, result, scoring: dict, judged: dict | None, seconds: float) -> dict:
+    alphas = [round(e.alpha, 4) for e in result.trace if e.alpha is not None]
+    ranks = [e.guide_rank for e in result.trace if e.guide_rank is not None]
+    return {
+        "id": item.id,
+        "method": method,
+        "question": item.question,
+        "output": result.text,
+        "score": scoring.get("score"),
+        "scoring": {k: v for k, v in scoring.items() if k != "score"},
+        "judge": judged,
+        "stop_reason": result.stop_reason,
+        "n_tokens": result.n_tokens,
+        "n_interventions": result.n_interventions,
+        "intervention_rate": result.intervention_rate,
+        "alpha_mean": result.alpha_mean,
+        "alphas": alphas,
+        "guide_ranks": ranks,
+        "base_top_p": [None if e.base_top_p is None else round(e.base_top_p, 4) for e in result.trace],
+        "tokens_per_s": result.tokens_per_s,
+        "seconds": round(seconds, 3),
+    }
+
+
+@dataclass
+class LiveStats:
+    """Running score and intervention rate per method, for the progress bar."""
+
+    scores: dict[str, list[float]] = field(default_factory=dict)
+    rates: dict[str, list[float]] = field(default_factory=dict)
+
+    def add(self, record: dict) -> None:
+        if record["score"] is not None:
+            self.scores.setdefault(record["method"], []).append(record["score"])
+        self.rates.setdefault(record["method"], []).append(record["intervention_rate"])
+
+    def summary(self) -> str:
+        parts = []
+        for method, rates in self.rates.items():
+            scores = self.scores.get(method, [])
+            score = f"{sum(scores) / len(scores):.2f}" if scores else "-"
+            parts.append(f"{method} {score} ({100 * sum(rates) / len(rates):.0f}%)")
+        return " | ".join(parts)
+
+
+def run_samples(pairs: Sequence, items: Sequence[EvalItem], methods: Sequence[str], common: dict,
+                folder: RunFolder, judge: Judge | None = None,
+                on_record: Callable[[dict], None] | None = None, progress: bool = True) -> int:
+    """Run every (item, method) not yet in the folder; returns how many were run."""
+    todo = [(item, method) for item in items for method in methods if not folder.is_done(method, item.id)]
+    settings = {m: GenerationSettings.checked(method=m, **common) for m in methods}
+    stats = LiveStats()
+    bar = tqdm(total=len(items) * len(methods), initial=len(items) * len(methods) - len(todo),
+               desc=folder.config["dataset"], unit="sample", disable=not progress, dynamic_ncols=True)
+    free = queue.SimpleQueue()
+    for pair in pairs:
+        free.put(pair)
+
+    def one(item: EvalItem, method: str) -> dict:
+        pair = free.get()
+        try:
+            started = time.perf_counter()
+            messages = [Message("system", item.system), Message("user", item.question)]
+            result = pair.generate(messages, settings[method].model_copy(update={"system": item.system}))
+            scoring = score_item(item, result.text)
+            judged = judge.grade(item, result.text) if judge else None
+            return sample_record(item, method, result, scoring, judged, time.perf_counter() - started)
+        finally:
+            free.put(pair)
+
+    def finish(record: dict) -> None:
+        folder.append(record["method"], record)
+        stats.add(record)
+        bar.update(1)
+        bar.set_postfix_str(stats.summary(), refresh=False)
+        if on_record:
+            on_record(record)
+
+    try:
+        if len(pairs) == 1:
+            for item, method in todo:
+                finish(one(item, method))
+        else:
+            with ThreadPoolExecutor(len(pairs)) as pool:
+                pending = set()
+                for item, method in todo:
+                    if len(pending) >= len(pairs):
+                        done, pending = wait(pending, return_when=FIRST_COMPLETED)
+                        for future in done:
+                            finish(future.result())
+                    pending.add(pool.submit(one, item, method))
+                for future in pending:
+                    finish(future.result())
+    finally:
+        bar.close()
+    return len(todo)
