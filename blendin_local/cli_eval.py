@@ -49,12 +49,14 @@ def model_identity(model) -> dict:
 @click.option("--nudging-chunk", type=int, default=16, show_default=True)
 @click.option("--judge-url", help="An OpenAI-compatible endpoint for an LLM judge, e.g. http://127.0.0.1:8080/v1.")
 @click.option("--judge-model", help="The judge's model name at --judge-url.")
+@click.option("--loglik/--no-loglik", default=True, show_default=True,
+              help="Also score multiple-choice items by which option each method finds most likely.")
 @click.option("--no-progress", is_flag=True, help="No progress bar.")
 @model_options
 @click.pass_context
 def eval_group(ctx, dataset, methods, limit, sample_seed, data_dir, out, resume, jobs, max_tokens, temperature, seed,
-               gamma, alpha, nudging_chunk, judge_url, judge_model, no_progress, base, guide, anti, ctx_size, threads,
-               gpu_layers):
+               gamma, alpha, nudging_chunk, judge_url, judge_model, loglik, no_progress, base, guide, anti, ctx_size,
+               threads, gpu_layers):
     """Run the paper's experiments on a benchmark: `blendin eval --dataset gsm8k --limit 200 --out runs/gsm8k`."""
     if ctx.invoked_subcommand is not None:
         return
@@ -79,9 +81,11 @@ def eval_group(ctx, dataset, methods, limit, sample_seed, data_dir, out, resume,
         "settings": {**common, "ctx_size": ctx_size},
         "judge": {"url": judge_url, "model": judge_model} if judge else None,
     }
+    if any(item.choices for item in items):
+        config["loglik"] = loglik
     folder = RunFolder.open(out, config, resume)
     try:
-        ran = run_samples(pairs, items, method_list, common, folder, judge, progress=not no_progress)
+        ran = run_samples(pairs, items, method_list, common, folder, judge, progress=not no_progress, loglik=loglik)
     except KeyboardInterrupt:
         saved = sum(len(ids) for ids in folder.done.values())
         click.echo(f"\nblendin: interrupted; {saved} samples are saved in {out}: continue with --resume", err=True)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ipaddress
+import signal
 import socket
 
 import click
@@ -31,6 +32,14 @@ def listen(host: str, port: int) -> socket.socket:
         raise BlendinError(f"cannot listen on {host}:{port}: {e.strerror or e}") from None
     sock.set_inheritable(True)
     return sock
+
+
+class _Stopped(Exception):
+    pass
+
+
+def _stop(signum, frame):
+    raise _Stopped
 
 
 def is_loopback(host: str) -> bool:
@@ -83,7 +92,16 @@ def serve(host, port, queue_size, log_level, base, guide, anti, ctx_size, thread
                 click.echo(f"blendin serve: warning: {host} is not a loopback address and the server has no"
                            " authentication", err=True)
             config = uvicorn.Config(app, log_level=log_level, timeout_graceful_shutdown=5)
-            uvicorn.Server(config).run(sockets=[sock])
+            # uvicorn shuts down gracefully on SIGINT/SIGTERM, then raises the signal again for
+            # its caller: a stop asked for is a normal end here (exit 0), not an interruption.
+            previous = signal.signal(signal.SIGTERM, _stop)
+            try:
+                uvicorn.Server(config).run(sockets=[sock])
+            except (KeyboardInterrupt, _Stopped):
+                pass
+            finally:
+                signal.signal(signal.SIGTERM, previous)
+            click.echo("blendin serve: stopped", err=True)
         finally:
             pair.close()
     finally:

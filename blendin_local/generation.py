@@ -173,7 +173,7 @@ class Generation:
             if decision.end:
                 self.stop_reason = "eos"
                 break
-            self._commit(decision)
+            self.commit(decision)
             entry = TraceEntry(decision.piece.decode("utf-8", "backslashreplace"), decision.source,
                                decision.base_top_p, decision.alpha, decision.guide_rank)
             self.trace.append(entry)
@@ -183,7 +183,8 @@ class Generation:
                 break
         yield Finished(self.stream.finish(), self.result())
 
-    def _commit(self, d: Decision) -> None:
+    def commit(self, d: Decision) -> None:
+        """Append a decision to every model's view of the text."""
         ctx = self.ctx
         if d.base_token is not None:
             ctx.base.push_token(d.base_token)

@@ -185,7 +185,7 @@ class LlamaModel:
             for chunk_start in range(seg_start, seg_end, self.n_batch):
                 self._decode(tokens[chunk_start:min(seg_end, chunk_start + self.n_batch)], chunk_start, wanted)
         # Rows are a megabyte each at a 262k vocabulary: keep only the few a caller may revisit.
-        self._rows = {p: row for p, row in self._rows.items() if p >= end - _KEPT_ROWS}
+        self._rows = {p: row for p, row in self._rows.items() if p >= end - _KEPT_ROWS or p in wanted}
 
     def _decode(self, chunk: Sequence[int], chunk_start: int, wanted: set[int]) -> None:
         batch = self._batch

@@ -8,6 +8,7 @@ token; `guide` and Nudging's inserted words choose guide tokens.
 from __future__ import annotations
 
 import re
+from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -35,6 +36,24 @@ class Decision:
 
 
 @dataclass
+class NextToken:
+    """A method's distribution over the base vocabulary for the next token, and why."""
+
+    probs: np.ndarray
+    source: str
+    base_top_p: float | None
+    alpha: float | None = None
+    guide_rank: int | None = None
+    proposal: Proposal | None = None
+    anti_proposal: Proposal | None = None
+
+    def decision(self, token: int, model) -> Decision:
+        return Decision(piece=model.pieces[token], source=self.source, base_token=token, proposal=self.proposal,
+                        anti_proposal=self.anti_proposal, base_top_p=self.base_top_p, alpha=self.alpha,
+                        guide_rank=self.guide_rank, end=token in model.eog_ids)
+
+
+@dataclass
 class DecodeContext:
     base: BaseCursor
     guide: GuideCursor
@@ -42,21 +61,28 @@ class DecodeContext:
     sampler: SamplerSettings
     rng: np.random.Generator
 
-    def base_decision(self, probs: np.ndarray, source: str = "base", **extra) -> Decision:
-        token = choose(probs, self.sampler, self.rng)
-        model = self.base.model
-        return Decision(piece=model.pieces[token], source=source, base_token=token,
-                        end=token in model.eog_ids, **extra)
+    def base_decision(self, next_token: NextToken) -> Decision:
+        return next_token.decision(choose(next_token.probs, self.sampler, self.rng), self.base.model)
 
     def guide_decision(self, tokens: list[int], piece: bytes, base_top_p: float | None) -> Decision:
         return Decision(piece=piece, source="guide", guide_tokens=tokens, base_top_p=base_top_p,
                         end=tokens[-1] in self.guide.model.eog_ids)
 
 
-class BaseOnly:
+class OnBaseVocabulary(ABC):
+    """A method that chooses from a distribution over the base vocabulary."""
+
+    @abstractmethod
+    def next_token(self, ctx: DecodeContext) -> NextToken: ...
+
     def step(self, ctx: DecodeContext) -> Decision:
+        return ctx.base_decision(self.next_token(ctx))
+
+
+class BaseOnly(OnBaseVocabulary):
+    def next_token(self, ctx: DecodeContext) -> NextToken:
         p = ctx.base.probs()
-        return ctx.base_decision(p, base_top_p=float(p.max()))
+        return NextToken(p, "base", float(p.max()))
 
 
 class GuideOnly:
@@ -79,22 +105,22 @@ def guide_choosable(cursor: GuideCursor, probs: np.ndarray) -> np.ndarray:
 
 
 @dataclass
-class BlendIn:
+class BlendIn(OnBaseVocabulary):
     """The paper's method: the base decides while confident, else the reliability-weighted blend.
     Ensemble is this with alpha = 0.5 at every token."""
 
     gamma: float = 0.4
     alpha: float | None = None  # None: the paper's auto alpha
 
-    def step(self, ctx: DecodeContext) -> Decision:
+    def next_token(self, ctx: DecodeContext) -> NextToken:
         p_base = ctx.base.probs()
         top = float(p_base.max())
         if not should_intervene(top, self.gamma):
-            return ctx.base_decision(p_base, base_top_p=top)
+            return NextToken(p_base, "base", top)
         proposal = ctx.guide.propose()
         mixed = blend(p_base, proposal.on_base, self.alpha)
-        return ctx.base_decision(mixed.probs, "blend", proposal=proposal, base_top_p=top, alpha=mixed.alpha,
-                                 guide_rank=rank_in(p_base, int(proposal.on_base.argmax())))
+        return NextToken(mixed.probs, "blend", top, mixed.alpha, rank_in(p_base, int(proposal.on_base.argmax())),
+                         proposal)
 
 
 def rank_in(probs: np.ndarray, token: int) -> int:
@@ -106,14 +132,14 @@ def ensemble() -> BlendIn:
     return BlendIn(gamma=float("inf"), alpha=0.5)
 
 
-class ProxyTuning:
+class ProxyTuning(OnBaseVocabulary):
     """p_B * p_G / p_G0 at every token; the anti-model G0 shares the guide's vocabulary and prompt."""
 
-    def step(self, ctx: DecodeContext) -> Decision:
+    def next_token(self, ctx: DecodeContext) -> NextToken:
         p_base = ctx.base.probs()
         guide, anti = ctx.guide.propose(), ctx.anti.propose()
-        tuned = proxy_tune(p_base, guide.on_base, anti.on_base)
-        return ctx.base_decision(tuned, "blend", proposal=guide, anti_proposal=anti, base_top_p=float(p_base.max()))
+        return NextToken(proxy_tune(p_base, guide.on_base, anti.on_base), "blend", float(p_base.max()),
+                         proposal=guide, anti_proposal=anti)
 
 
 _WORD = re.compile(rb"\s*\S+")
@@ -145,7 +171,7 @@ class Nudging:
             p_base = ctx.base.probs()
             top = float(p_base.max())
             if not should_intervene(top, self.gamma):
-                return ctx.base_decision(p_base, base_top_p=top)
+                return ctx.base_decision(NextToken(p_base, "base", top))
             self._draft(ctx)
         token, piece = self.queue.pop(0)
         self.inserted += len(piece)

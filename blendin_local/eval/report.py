@@ -60,6 +60,9 @@ def summarise(dataset: str, method: str, records: list[dict]) -> Row:
     judged = [r["judge"]["score"] for r in records if r.get("judge") and r["judge"].get("score") is not None]
     if judged:
         extra["judge"] = round(mean(judged), 4)
+    by_likelihood = [r["loglik"]["correct"] for r in records if r.get("loglik")]
+    if by_likelihood:
+        extra["loglik_acc"] = round(mean(by_likelihood), 4)
     stops = Counter(r["stop_reason"] for r in records)
     return Row(
         dataset=dataset, method=method, n=len(records),

@@ -20,6 +20,7 @@ from typing import Callable, Sequence
 from tqdm import tqdm
 
 from ..generation import GenerationSettings
+from ..likelihood import forced_logprob
 from ..prompts import Message
 from .datasets import EvalItem
 from .judge import Judge
@@ -27,7 +28,23 @@ from .runs import RunFolder
 from .scoring import score_item
 
 
-def sample_record(item: EvalItem, method: str, result, scoring: dict, judged: dict | None, seconds: float) -> dict:
+LOGLIK_PREFIX = "Answer:"  # forced before each option, not scored: the answer form of the base's prompt
+LOGLIK_METHODS = ("base", "guide", "blendin", "ensemble", "proxy")  # Nudging has no token distribution
+
+
+def option_loglik(pair, messages: list[Message], item: EvalItem, settings: GenerationSettings) -> dict:
+    """The option the method finds most likely, by log-probability per byte of " {option}"."""
+    scores = []
+    for choice in item.choices:
+        text = " " + choice
+        logprob = forced_logprob(pair.start(messages, settings), LOGLIK_PREFIX, text)
+        scores.append(round(logprob / len(text.encode("utf-8")), 5))
+    choice = chr(ord("A") + max(range(len(scores)), key=scores.__getitem__))
+    return {"choice": choice, "correct": choice == item.gold, "per_byte": scores}
+
+
+def sample_record(item: EvalItem, method: str, result, scoring: dict, judged: dict | None, seconds: float,
+                  loglik: dict | None = None) -> dict:
     alphas = [round(e.alpha, 4) for e in result.trace if e.alpha is not None]
     ranks = [e.guide_rank for e in result.trace if e.guide_rank is not None]
     return {
@@ -38,6 +55,7 @@ def sample_record(item: EvalItem, method: str, result, scoring: dict, judged: di
         "score": scoring.get("score"),
         "scoring": {k: v for k, v in scoring.items() if k != "score"},
         "judge": judged,
+        "loglik": loglik,
         "stop_reason": result.stop_reason,
         "n_tokens": result.n_tokens,
         "n_interventions": result.n_interventions,
@@ -74,8 +92,9 @@ class LiveStats:
 
 def run_samples(pairs: Sequence, items: Sequence[EvalItem], methods: Sequence[str], common: dict,
                 folder: RunFolder, judge: Judge | None = None,
-                on_record: Callable[[dict], None] | None = None, progress: bool = True) -> int:
-    """Run every (item, method) not yet in the folder; returns how many were run."""
+                on_record: Callable[[dict], None] | None = None, progress: bool = True, loglik: bool = False) -> int:
+    """Run every (item, method) not yet in the folder; returns how many were run. With `loglik`,
+    multiple-choice items are also scored by option log-likelihood."""
     todo = [(item, method) for item in items for method in methods if not folder.is_done(method, item.id)]
     settings = {m: GenerationSettings.checked(method=m, **common) for m in methods}
     stats = LiveStats()
@@ -90,10 +109,12 @@ def run_samples(pairs: Sequence, items: Sequence[EvalItem], methods: Sequence[st
         try:
             started = time.perf_counter()
             messages = [Message("system", item.system), Message("user", item.question)]
-            result = pair.generate(messages, settings[method].model_copy(update={"system": item.system}))
+            result = pair.generate(messages, settings[method])
             scoring = score_item(item, result.text)
             judged = judge.grade(item, result.text) if judge else None
-            return sample_record(item, method, result, scoring, judged, time.perf_counter() - started)
+            by_likelihood = (option_loglik(pair, messages, item, settings[method])
+                             if loglik and item.choices and method in LOGLIK_METHODS else None)
+            return sample_record(item, method, result, scoring, judged, time.perf_counter() - started, by_likelihood)
         finally:
             free.put(pair)
 
