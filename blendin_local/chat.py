@@ -7,7 +7,8 @@ lines and read a `BufferOutput`; the CLI (cli_chat.py) gives it a terminal.
 The conversation is a list of Messages: the guide sees it through its chat template, the base
 in the paper's plain form (earlier turns as "Question: ...\\n{answer}\\n"). Each turn's prompt
 starts with the previous turn's prompt, so both models keep their KV caches and evaluate only
-the new tokens (the answer they wrote, partly already cached, and the new question).
+what follows the part they hold: usually the new question alone (the answer is cached already),
+from an earlier point where the answer's tokens differ from how the tokenizer splits its text.
 
 Ctrl-C (KeyboardInterrupt) during an answer stops that answer only: the partial answer stays
 in the history (the session says so), and the next line is read as usual.

@@ -152,6 +152,7 @@ class InMemoryRun:
 
     def __init__(self, dataset: str):
         self.config = {"dataset": dataset}
+        self.earlier: list[dict] = []
 
     def is_done(self, method: str, sample_id: str) -> bool:
         return False

@@ -57,11 +57,13 @@ def is_loopback(host: str) -> bool:
 @click.option("--port", type=click.IntRange(1, 65535), default=8000, show_default=True)
 @click.option("--queue-size", type=click.IntRange(0), default=16, show_default=True,
               help="Requests that may wait while one runs; beyond that the server answers 503.")
+@click.option("--cors-origin", "cors_origins", multiple=True, help="A web origin whose pages may call the API from"
+              " a browser, e.g. http://localhost:3000 (repeatable; * for any).")
 @click.option("--log-level", type=click.Choice(["critical", "error", "warning", "info", "debug"]), default="info",
               show_default=True, help="uvicorn's log level (info shows one line per request).")
 @generation_options(exclude=("system",))
 @model_options
-def serve(host, port, queue_size, log_level, base, guide, anti, ctx_size, threads, gpu_layers, **options):
+def serve(host, port, queue_size, cors_origins, log_level, base, guide, anti, ctx_size, threads, gpu_layers, **options):
     """Serve the pair with an OpenAI-compatible API: /v1/models, /v1/completions, /v1/chat/completions.
 
     The sampling and blending options are the defaults for requests that do not set a field;
@@ -84,7 +86,8 @@ def serve(host, port, queue_size, log_level, base, guide, anti, ctx_size, thread
             aliases = ["blendin", f"blendin:{guide or 'default'}->{base or 'default'}"]
             if base is None and guide is None:
                 aliases.append("default")
-            app = create_app(pair, queue_size=queue_size, defaults=defaults, aliases=aliases)
+            app = create_app(pair, queue_size=queue_size, defaults=defaults, aliases=aliases,
+                             cors_origins=cors_origins)
             shown = f"[{host}]" if ":" in host else host
             click.echo(f"blendin serve: {model_id_for(pair)} on http://{shown}:{port}/v1"
                        f" (one request at a time, {queue_size} may wait)", err=True)

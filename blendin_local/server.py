@@ -33,6 +33,7 @@ from typing import Any, AsyncIterator, Literal, Sequence
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
+from fastapi.middleware.cors import CORSMiddleware
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict
 from sse_starlette.sse import EventSourceResponse
@@ -62,7 +63,10 @@ class ApiError(Exception):
 
 def error_response(status: int, message: str, type_: str = "invalid_request_error", code: str | None = None,
                    param: str | None = None) -> JSONResponse:
-    return JSONResponse({"error": {"message": message, "type": type_, "param": param, "code": code}}, status_code=status)
+    """OpenAI's error body; a 503 also says when to retry (OpenAI clients honour Retry-After)."""
+    headers = {"Retry-After": "1"} if status == 503 else None
+    return JSONResponse({"error": {"message": message, "type": type_, "param": param, "code": code}},
+                        status_code=status, headers=headers)
 
 
 # -- requests --------------------------------------------------------------------------------
@@ -171,6 +175,7 @@ class Job:
     loop: asyncio.AbstractEventLoop
     events: asyncio.Queue = field(default_factory=asyncio.Queue)
     cancel: threading.Event = field(default_factory=threading.Event)
+    checked_at: float = field(default_factory=time.monotonic)  # when its client was last seen connected
 
     def post(self, kind: str, payload: Any = None) -> None:
         """From the worker thread: hand one event to the request's coroutine."""
@@ -230,7 +235,8 @@ class Engine:
         if self.waiting >= self.queue_size and not idle:
             self.counters.rejected += 1
             raise ApiError(503, f"the server is busy: one request is running and {self.waiting} are waiting"
-                                f" (queue size {self.queue_size}); retry later", type_="server_error", code="queue_full")
+                                f" (queue size {self.queue_size}); retry later",
+                           type_="server_error", code="queue_full")
         self._queue.put_nowait(job)
 
     async def _dispatch(self) -> None:
@@ -393,8 +399,12 @@ def model_id_for(pair) -> str:
 
 
 def create_app(pair, *, queue_size: int = 16, defaults: GenerationSettings | None = None,
-               model_id: str | None = None, aliases: Sequence[str] = ()) -> FastAPI:
-    """An ASGI app serving `pair`. `aliases` are other model ids accepted (say, a registry pair name)."""
+               model_id: str | None = None, aliases: Sequence[str] = (), cors_origins: Sequence[str] = ()) -> FastAPI:
+    """An ASGI app serving `pair`.
+
+    `aliases` are other model ids accepted (say, a registry pair name); `cors_origins` are the web
+    origins whose pages may call the API from a browser ("*" for any).
+    """
     defaults = defaults or GenerationSettings()
     model_id = model_id or model_id_for(pair)
     accepted = {model_id, *aliases}
@@ -411,6 +421,9 @@ def create_app(pair, *, queue_size: int = 16, defaults: GenerationSettings | Non
     app = FastAPI(title="blendin_local", summary=f"OpenAI-compatible API for {model_id}", lifespan=lifespan)
     app.state.engine = engine
     app.state.model_id = model_id
+    if cors_origins:
+        app.add_middleware(CORSMiddleware, allow_origins=list(cors_origins), allow_methods=["GET", "POST", "OPTIONS"],
+                           allow_headers=["*"])
 
     @app.exception_handler(ApiError)
     async def on_api_error(request: Request, e: ApiError):
@@ -442,8 +455,9 @@ def create_app(pair, *, queue_size: int = 16, defaults: GenerationSettings | Non
 
     def check_model(name: str | None) -> None:
         if name is not None and name not in accepted:
-            raise ApiError(404, f"the model {name!r} does not exist: this server serves {model_id!r}"
-                                f"{' (also accepted: ' + ', '.join(sorted(accepted - {model_id})) + ')' if len(accepted) > 1 else ''}",
+            others = sorted(accepted - {model_id})
+            also = f" (also accepted: {', '.join(others)})" if others else ""
+            raise ApiError(404, f"the model {name!r} does not exist: this server serves {model_id!r}{also}",
                            code="model_not_found", param="model")
 
     @app.get("/v1/models")
@@ -465,6 +479,9 @@ def create_app(pair, *, queue_size: int = 16, defaults: GenerationSettings | Non
     @app.post("/v1/chat/completions")
     async def chat_completions(body: ChatRequest, request: Request):
         check_model(body.model)
+        for name in ("logprobs", "top_logprobs"):
+            if (body.model_extra or {}).get(name):
+                raise ApiError(400, f"{name} is not supported by this server", param=name)
         messages = chat_messages(body.messages)
         return await answer(request, body, messages, "chat")
 
@@ -484,14 +501,20 @@ def create_app(pair, *, queue_size: int = 16, defaults: GenerationSettings | Non
         return await answer(request, body, prompt, "completion")
 
     async def next_event(job: Job, request: Request) -> tuple[str, Any] | None:
-        """The job's next event; None if the client left meanwhile (the job is then cancelled)."""
+        """The job's next event; None if the client left meanwhile (the job is then cancelled).
+
+        The client is checked at least every POLL_S, whether events keep coming (tokens) or not.
+        """
         while True:
-            try:
-                return await asyncio.wait_for(job.events.get(), POLL_S)
-            except asyncio.TimeoutError:
+            if time.monotonic() - job.checked_at >= POLL_S:
+                job.checked_at = time.monotonic()
                 if await request.is_disconnected():
                     job.cancel.set()
                     return None
+            try:
+                return await asyncio.wait_for(job.events.get(), POLL_S)
+            except asyncio.TimeoutError:
+                continue
 
     async def answer(request: Request, body: _SamplingRequest, prompt, kind: Literal["chat", "completion"]):
         settings = request_settings(body, defaults)

@@ -8,7 +8,6 @@ session's `default_pair` stays free for the in-process tests (a pair is not thre
 
 import http.client
 import json
-import os
 import signal
 import socket
 import subprocess
@@ -26,6 +25,10 @@ pytestmark = pytest.mark.models
 HOST = "127.0.0.1"
 QUEUE_SIZE = 4
 QUESTION = "What is the capital of France?"
+CORS_ORIGIN = "http://localhost:3000"
+# The base continuing a count, with no stop at new turns: hundreds of tokens if left alone.
+LONG = dict(prompt="1, 2, 3, 4, 5, 6,", max_tokens=900,
+            extra_body={"method": "base", "base_prompt": "raw", "stop_at_new_turn": False})
 
 
 def free_port() -> int:
@@ -42,7 +45,7 @@ class Server:
         self._log_file = open(self.log, "wb")
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "blendin_local", "serve", "--host", HOST, "--port", str(self.port),
-             "-c", "1024", "--queue-size", str(QUEUE_SIZE), "--log-level", "warning"],
+             "-c", "1024", "--queue-size", str(QUEUE_SIZE), "--log-level", "warning", "--cors-origin", CORS_ORIGIN],
             stdout=self._log_file, stderr=subprocess.STDOUT)
 
     def wait_ready(self, timeout: float = 120) -> None:
@@ -218,6 +221,7 @@ def test_bad_requests_get_400_with_a_message(server):
         (dict(json={"messages": [{"role": "user", "content": "hi"}], "temperature": "hot"}), "invalid temperature"),
         (dict(json={"messages": [{"role": "user", "content": "hi"}], "max_tokens": 0}), "invalid max_tokens"),
         (dict(json={"messages": [{"role": "user", "content": "hi"}], "n": 3}), "n=3 is not supported"),
+        (dict(json={"messages": [{"role": "user", "content": "hi"}], "logprobs": True}), "logprobs is not supported"),
         (dict(json={"messages": [{"role": "tool", "content": "hi"}]}), "role 'tool' is not supported"),
         (dict(json={"messages": [{"role": "user", "content": "word " * 1500}]}), "context holds 1024"),
     ]
@@ -278,9 +282,7 @@ def wait_for(predicate, timeout: float):
 
 def test_a_client_that_disconnects_mid_stream_stops_its_generation(server, client, model_id):
     before = server.health()["cancelled"]
-    # The base continuing a count, with no stop at new turns: hundreds of tokens if left alone.
-    stream = client.completions.create(model=model_id, prompt="1, 2, 3, 4, 5, 6,", max_tokens=900, stream=True,
-                                       extra_body={"method": "base", "base_prompt": "raw", "stop_at_new_turn": False})
+    stream = client.completions.create(model=model_id, stream=True, **LONG)
     received = 0
     for chunk in stream:
         received += bool(chunk.choices and chunk.choices[0].text)
@@ -306,7 +308,7 @@ def test_twenty_concurrent_requests_are_answered_or_cleanly_refused(server, clie
                      extra_body={"method": "base"})
             outcomes[i] = ("ok", r.choices[0].message.content)
         except openai.APIStatusError as e:
-            outcomes[i] = (e.status_code, e.message)
+            outcomes[i] = (e.status_code, e.message, e.response.headers.get("retry-after"))
         except Exception as e:  # anything else is a failure of the test
             outcomes[i] = ("error", repr(e))
 
@@ -321,8 +323,36 @@ def test_twenty_concurrent_requests_are_answered_or_cleanly_refused(server, clie
     assert len(answered) + len(refused) == n, outcomes
     assert 1 <= len(answered) <= n and all(isinstance(text, str) for _, text in answered)
     assert refused, "with 20 requests at once and a queue of 4, some must be refused"
-    assert all("the server is busy" in message and "retry later" in message for _, message in refused)
+    assert all("the server is busy" in message and "retry later" in message for _, message, _ in refused)
+    assert all(retry_after == "1" for _, _, retry_after in refused)
     # Still alive and idle afterwards.
     health = wait_for(lambda: (h := server.health())["waiting"] == 0 and not h["running"] and h, timeout=60)
     assert health and health["rejected"] >= len(refused)
     assert chat(client, model_id, max_tokens=4).choices[0].message.content is not None
+
+
+def test_a_client_that_gives_up_on_a_whole_answer_stops_its_generation(server, client, model_id):
+    before = server.health()["cancelled"]
+    impatient = openai.OpenAI(base_url=f"{server.url}/v1", api_key="unused", max_retries=0, timeout=1.5)
+    with pytest.raises(openai.APITimeoutError):
+        impatient.completions.create(model=model_id, **LONG)
+    health = wait_for(lambda: (h := server.health())["cancelled"] > before and not h["running"] and h, timeout=60)
+    assert health and health["last_cancelled_tokens"] < 900, server.health()
+
+
+def test_browsers_may_call_from_the_allowed_origin_only(server):
+    preflight = httpx.options(f"{server.url}/v1/chat/completions", timeout=10, headers={
+        "Origin": CORS_ORIGIN, "Access-Control-Request-Method": "POST",
+        "Access-Control-Request-Headers": "content-type, authorization"})
+    assert preflight.status_code == 200
+    assert preflight.headers["access-control-allow-origin"] == CORS_ORIGIN
+    other = httpx.get(f"{server.url}/v1/models", timeout=10, headers={"Origin": "http://elsewhere.example"})
+    assert "access-control-allow-origin" not in other.headers
+
+
+def test_a_port_in_use_is_one_error_line(server):
+    proc = subprocess.run([sys.executable, "-m", "blendin_local", "serve", "--port", str(server.port)],
+                          capture_output=True, timeout=120)
+    err = proc.stderr.decode().strip()
+    assert proc.returncode == 1 and len(err.splitlines()) == 1, err
+    assert f"cannot listen on 127.0.0.1:{server.port}" in err

@@ -98,6 +98,8 @@ def run_samples(pairs: Sequence, items: Sequence[EvalItem], methods: Sequence[st
     todo = [(item, method) for item in items for method in methods if not folder.is_done(method, item.id)]
     settings = {m: GenerationSettings.checked(method=m, **common) for m in methods}
     stats = LiveStats()
+    for record in folder.earlier:
+        stats.add(record)
     bar = tqdm(total=len(items) * len(methods), initial=len(items) * len(methods) - len(todo),
                desc=folder.config["dataset"], unit="sample", disable=not progress, dynamic_ncols=True)
     free = queue.SimpleQueue()

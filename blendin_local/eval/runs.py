@@ -36,6 +36,7 @@ class RunFolder:
     path: Path
     config: dict
     done: dict[str, set[str]] = field(default_factory=dict)  # method -> sample ids on disk
+    earlier: list[dict] = field(default_factory=list)  # the records found on disk when opened
     _lock: Lock = field(default_factory=Lock)
 
     @classmethod
@@ -59,7 +60,9 @@ class RunFolder:
         config_file.write_text(json.dumps(config, indent=2, sort_keys=True))
         folder = cls(path, config)
         for method_file in path.glob("*.jsonl"):
-            folder.done[method_file.stem] = {record["id"] for record in read_records(method_file, repair=True)}
+            records = read_records(method_file, repair=True)
+            folder.done[method_file.stem] = {record["id"] for record in records}
+            folder.earlier += records
         return folder
 
     def is_done(self, method: str, sample_id: str) -> bool:
