@@ -39,13 +39,73 @@ def model_options(f):
         click.option("-t", "--threads", type=click.IntRange(1), default=None, help=f"CPU threads [default: {default_threads()}]."),
         click.option("--gpu-layers", type=click.IntRange(-1), default=0, show_default=True,
                      help="Layers to offload (Metal/CUDA builds of llama-cpp-python; -1 = all)."),
+        *remote_options(),
     ]):
         f = option(f)
     return f
 
 
+REMOTE_META = "blendin.remote"
+
+
+def remote_options() -> list:
+    """--base-url and friends: a model on an OpenAI-compatible server (remote_backend.py). They are
+    kept in the click context (not passed to each command) and read by load_pair."""
+
+    def keep(ctx, param, value):
+        ctx.meta.setdefault(REMOTE_META, {})[param.name] = value
+        return value
+
+    def option(*names, **kw):
+        return click.option(*names, expose_value=False, callback=keep, **kw)
+
+    formats = click.Choice(["text", "tokens"])
+    return [
+        option("--base-url", help="Run the base on a server: its OpenAI-compatible URL, e.g. http://host:8000/v1."),
+        option("--base-model", help="The base's model name at --base-url [default: the first it lists]."),
+        option("--base-vocab", help="The base's vocabulary for --base-url: a GGUF file (vocab only), tokenizer.json or"
+               " tokenizer.model [default: --base, else the default pair's base]."),
+        option("--base-prompt-format", type=formats, default="text", show_default=True,
+               help="Send the base's prompt as text (any server) or token ids (llama-server, vLLM)."),
+        option("--guide-url", help="Run the guide on a server (as --base-url)."),
+        option("--guide-model", help="The guide's model name at --guide-url."),
+        option("--guide-vocab", help="The guide's vocabulary for --guide-url (as --base-vocab)."),
+        option("--guide-prompt-format", type=formats, default="text", show_default=True,
+               help="Send the guide's prompt as text or token ids."),
+        option("--logprobs", "remote_top_k", type=click.IntRange(1), default=20, show_default=True,
+               help="Top log-probabilities asked of a server per token (vLLM: at most its --max-logprobs)."),
+        option("--remote-timeout", type=click.FloatRange(0.1), default=60.0, show_default=True,
+               help="Seconds to wait for one server answer."),
+        option("--remote-retries", type=click.IntRange(0), default=3, show_default=True,
+               help="Retries (with doubling waits) after a connection error or a 5xx answer."),
+    ]
+
+
+def remote_settings():
+    """The remote options of the running command, if it has any."""
+    from .remote_backend import RemoteSettings
+
+    ctx = click.get_current_context(silent=True)
+    values = dict(ctx.meta.get(REMOTE_META, {})) if ctx is not None else {}
+    if not values:
+        return RemoteSettings()
+    return RemoteSettings(
+        base_url=values.get("base_url"), base_model=values.get("base_model"), base_vocab=values.get("base_vocab"),
+        base_prompt_format=values.get("base_prompt_format") or "text",
+        guide_url=values.get("guide_url"), guide_model=values.get("guide_model"), guide_vocab=values.get("guide_vocab"),
+        guide_prompt_format=values.get("guide_prompt_format") or "text",
+        top_k=values.get("remote_top_k") or 20, timeout=values.get("remote_timeout") or 60.0,
+        retries=values["remote_retries"] if values.get("remote_retries") is not None else 3)
+
+
 def load_pair(base, guide, anti, ctx_size, threads, gpu_layers) -> BlendPair:
-    return BlendPair.load(base, guide, anti, LoadOptions(n_ctx=ctx_size, n_threads=threads, gpu_layers=gpu_layers))
+    options = LoadOptions(n_ctx=ctx_size, n_threads=threads, gpu_layers=gpu_layers)
+    remote = remote_settings()
+    if remote.used or remote.base_model or remote.guide_model or remote.base_vocab or remote.guide_vocab:
+        from .remote_backend import load_pair as load_remote_pair
+
+        return load_remote_pair(base, guide, anti, options, remote)
+    return BlendPair.load(base, guide, anti, options)
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})

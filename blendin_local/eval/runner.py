@@ -134,15 +134,27 @@ def run_samples(pairs: Sequence, items: Sequence[EvalItem], methods: Sequence[st
                 finish(one(item, method))
         else:
             with ThreadPoolExecutor(len(pairs)) as pool:
-                pending = set()
+                pending, failed = set(), []
+
+                def settle(done) -> None:
+                    # Every sample that finished is saved, even when another one failed (a server
+                    # gone mid-run): the first error is raised once the samples in flight are in.
+                    for future in done:
+                        if future.exception() is None:
+                            finish(future.result())
+                        elif not failed:
+                            failed.append(future.exception())
+
                 for item, method in todo:
                     if len(pending) >= len(pairs):
                         done, pending = wait(pending, return_when=FIRST_COMPLETED)
-                        for future in done:
-                            finish(future.result())
+                        settle(done)
+                        if failed:
+                            break
                     pending.add(pool.submit(one, item, method))
-                for future in pending:
-                    finish(future.result())
+                settle(wait(pending).done)
+                if failed:
+                    raise failed[0]
     finally:
         bar.close()
     return len(todo)
