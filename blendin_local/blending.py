@@ -13,36 +13,105 @@ base vocabulary (bridge.py). Formulas follow the paper (see docs/design.md):
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Union
 
 import numpy as np
 
 AGREEMENT_BONUS = 0.1
 
 
+@dataclass(frozen=True)
+class Sparse:
+    """A non-negative vector of `size` entries that is exactly 0 outside `index`.
+
+    The guide's distribution on the base vocabulary has at most one entry per guide token (49k of
+    262k for the default pair), so the per-intervention math runs on it without ever building the
+    dense 262k vector. Every function here gives, bit for bit, what it gives on `dense()`.
+    """
+
+    index: np.ndarray  # sorted, unique base token ids
+    values: np.ndarray  # float64, aligned with index
+    size: int
+
+    def dense(self) -> np.ndarray:
+        out = np.zeros(self.size)
+        out[self.index] = self.values
+        return out
+
+    def top(self) -> tuple[float, int]:
+        """(max, argmax) of the dense vector, the first index on ties (NaN first, as NumPy)."""
+        if len(self.values):
+            i = int(self.values.argmax())
+            value = float(self.values[i])
+            if value > 0.0 or value != value:
+                return value, int(self.index[i])
+        dense = self.dense()  # all zero (or negative): let NumPy decide, as on the dense vector
+        i = int(dense.argmax())
+        return float(dense[i]), i
+
+
+Distribution = Union[np.ndarray, Sparse]
+
+
 def softmax(logits: np.ndarray) -> np.ndarray:
-    shifted = np.exp(logits - logits.max())
-    return shifted / shifted.sum()
+    # The same operations as np.exp(x - max) / sum, done in place: one array instead of three.
+    shifted = logits - logits.max()
+    if shifted.dtype.kind == "f":
+        np.exp(shifted, out=shifted)
+    else:
+        shifted = np.exp(shifted)
+    shifted /= shifted.sum()
+    return shifted
 
 
 def should_intervene(pB_max: float, gamma: float) -> bool:
     return pB_max < gamma
 
 
-def auto_alpha(p_base: np.ndarray, p_guide: np.ndarray) -> float:
-    pB_max = float(p_base.max())
-    pG_max = float(p_guide.max())
+def top_of(p: Distribution) -> tuple[float, int]:
+    """(max p, argmax p), the first index on ties."""
+    if isinstance(p, Sparse):
+        return p.top()
+    i = int(p.argmax())
+    return float(p[i]), i
+
+
+def auto_alpha(p_base: np.ndarray, p_guide: Distribution, pB_max: float | None = None) -> float:
+    """`pB_max`: max p_base, when the caller has it already."""
+    pB_max = float(p_base.max()) if pB_max is None else pB_max
+    pG_max, guide_top = top_of(p_guide)
     if pB_max + pG_max == 0.0:
         return 0.0
-    alpha = pG_max / (pB_max + pG_max) + AGREEMENT_BONUS * float(p_base[int(p_guide.argmax())])
+    alpha = pG_max / (pB_max + pG_max) + AGREEMENT_BONUS * float(p_base[guide_top])
     return min(1.0, max(0.0, alpha))
 
 
-def mix(p_base: np.ndarray, p_guide: np.ndarray, alpha: float) -> np.ndarray:
+def mix(p_base: np.ndarray, p_guide: Distribution, alpha: float) -> np.ndarray:
     """alpha * p_G + (1 - alpha) * p_B, renormalised. alpha = 0 gives p_B itself, bit for bit."""
     if alpha == 0.0:
         return p_base
+    if isinstance(p_guide, Sparse):
+        if type(alpha) is float and p_base.dtype == np.float32:
+            return _mix_sparse(p_base, p_guide, alpha)
+        p_guide = p_guide.dense()
     mixed = alpha * p_guide + (1.0 - alpha) * p_base
     return mixed / mixed.sum()
+
+
+def _mix_sparse(p_base: np.ndarray, p_guide: Sparse, alpha: float) -> np.ndarray:
+    """`mix` for a float32 base and a sparse guide, with the same roundings as the dense formula.
+
+    Dense: fl64(fl64(alpha * g) + fl32((1 - alpha) * b)) everywhere. Where g is 0 that is the
+    float32 product itself, so it is written first for the whole vector (one pass), and the
+    guide's entries are added where it has any. The sum and the division then see the very same
+    array as the dense formula's.
+    """
+    mixed = np.empty(len(p_base), dtype=np.float64)
+    np.multiply(p_base, 1.0 - alpha, out=mixed, dtype=np.float32)
+    idx = p_guide.index
+    mixed[idx] = alpha * p_guide.values + mixed[idx]
+    mixed /= mixed.sum()
+    return mixed
 
 
 def proxy_tune(p_base: np.ndarray, p_guide: np.ndarray, p_anti: np.ndarray) -> np.ndarray:
@@ -58,13 +127,87 @@ def proxy_tune(p_base: np.ndarray, p_guide: np.ndarray, p_anti: np.ndarray) -> n
     return tuned / tuned.sum()
 
 
+_NEAR = 2.0 ** -50  # values closer than this (relative) to the maximum may tie with it once divided
+
+
+class Mixture:
+    """`mix(p_base, guide, alpha)` for a float32 base and a sparse guide, built only when read.
+
+    `argmax()` is the greedy choice, exactly `np.argmax(mix(...))`, usually without the dense
+    262k vector: it needs only the entries of the unnormalised mixture u that come near its
+    maximum (the guide's entries, and the base's largest ones where the guide has none).
+    Dividing by the sum is monotonic, so the first index of the maximum of u is the answer
+    unless some other entry lies within a few ulps of that maximum (the division could then
+    round both to the same value); in that case, or on degenerate input, the dense vector is
+    built and asked.
+    """
+
+    __slots__ = ("p_base", "guide", "alpha", "_dense")
+
+    def __init__(self, p_base: np.ndarray, guide: Sparse, alpha: float):
+        self.p_base, self.guide, self.alpha = p_base, guide, alpha
+        self._dense: np.ndarray | None = None
+
+    def dense(self) -> np.ndarray:
+        if self._dense is None:
+            self._dense = _mix_sparse(self.p_base, self.guide, self.alpha)
+        return self._dense
+
+    def argmax(self) -> int:
+        if self._dense is not None:
+            return int(self._dense.argmax())
+        choice = self._sparse_argmax()
+        return int(self.dense().argmax()) if choice is None else choice
+
+    def _sparse_argmax(self) -> int | None:
+        c, idx = 1.0 - self.alpha, self.guide.index
+        if len(idx) == 0 or c <= 0.0:
+            return None
+        # u where the guide has mass: fl64(alpha * g + fl32(c * b)), as the dense formula
+        u_on = self.alpha * self.guide.values + np.multiply(self.p_base[idx], c).astype(np.float64)
+        u_max = float(u_on.max())
+        if not (0.0 < u_max < float("inf")):
+            return None
+        # elsewhere u = fl32(c * b), monotonic in b: only b above this bound can come near u_max
+        floor = u_max * (1.0 - _NEAR)
+        others = np.flatnonzero(self.p_base >= np.float32(floor / c * (1.0 - 2.0 ** -20)))
+        if len(others):
+            at = np.minimum(np.searchsorted(idx, others), len(idx) - 1)
+            others = others[idx[at] != others]  # the guide's own entries are in u_on already
+        cand = idx[u_on >= floor]
+        cand_u = u_on[u_on >= floor]
+        if len(others):
+            u_off = np.multiply(self.p_base[others], c).astype(np.float64)
+            cand, cand_u = np.concatenate([cand, others]), np.concatenate([cand_u, u_off])
+        top = float(cand_u.max())
+        near = cand_u >= top * (1.0 - _NEAR)
+        if not (cand_u[near] == top).all():
+            return None  # a near tie: only the division itself can tell
+        return int(cand[near].min())
+
+
+def mixture(p_base: np.ndarray, p_guide: Distribution, alpha: float) -> np.ndarray | Mixture:
+    """`mix` for the decode loop: a Mixture (dense only if read) where that is exact and cheaper."""
+    if alpha != 0.0 and isinstance(p_guide, Sparse) and type(alpha) is float and p_base.dtype == np.float32:
+        return Mixture(p_base, p_guide, alpha)
+    return mix(p_base, p_guide, alpha)
+
+
+def as_array(p: np.ndarray | Mixture) -> np.ndarray:
+    return p.dense() if isinstance(p, Mixture) else p
+
+
+def argmax(p: np.ndarray | Mixture) -> int:
+    return p.argmax() if isinstance(p, Mixture) else int(np.argmax(p))
+
+
 @dataclass(frozen=True)
 class BlendDecision:
     probs: np.ndarray
     alpha: float
 
 
-def blend(p_base: np.ndarray, p_guide: np.ndarray, alpha: float | None) -> BlendDecision:
+def blend(p_base: np.ndarray, p_guide: Distribution, alpha: float | None) -> BlendDecision:
     """The BlendIn mixture with a fixed alpha, or the paper's auto alpha when alpha is None."""
     weight = auto_alpha(p_base, p_guide) if alpha is None else alpha
     return BlendDecision(mix(p_base, p_guide, weight), weight)

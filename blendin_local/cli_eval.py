@@ -9,6 +9,7 @@ import click
 
 from .cli import AlphaType, load_pair, model_options
 from .errors import BlendinError
+from .llama_backend import default_threads
 from .eval.datasets import DATASETS, DEFAULT_SEED, load_dataset, resolve_data_dir, sample_items
 from .eval.judge import Judge
 from .eval.runner import run_samples
@@ -29,6 +30,8 @@ def parse_methods(text: str, with_anti: bool) -> list[str]:
 
 
 def model_identity(model) -> dict:
+    if hasattr(model, "identity"):  # a model on a server (remote_backend.RemoteModel)
+        return model.identity()
     return {"file": model.path.name, "size": model.path.stat().st_size}
 
 
@@ -72,8 +75,9 @@ def eval_group(ctx, dataset, methods, limit, sample_seed, data_dir, out, resume,
     if judge_url:
         judge = Judge(judge_url, judge_model)
         judge.check()
-    share = max(1, (threads or 0) // jobs) if threads else None
-    pairs = [load_pair(base, guide, anti, ctx_size, share if jobs > 1 else threads, gpu_layers) for _ in range(jobs)]
+    # N pairs split the threads: llama.cpp's spinning threads slow ~10x when they outnumber cores.
+    share = threads if jobs == 1 else max(1, (threads or default_threads()) // jobs)
+    pairs = [load_pair(base, guide, anti, ctx_size, share, gpu_layers) for _ in range(jobs)]
     config = {
         "format": 1, "dataset": dataset, "limit": limit, "sample_seed": sample_seed, "n_items": len(items),
         "base": model_identity(pairs[0].base), "guide": model_identity(pairs[0].guide),
@@ -121,7 +125,6 @@ def diagnose(dataset, limit, data_dir, max_tokens, gamma, as_json, base, guide, 
     import json
 
     from .eval.diagnose import judge_pair
-    from .eval.runs import RunFolder
     from .eval.runner import run_samples
 
     items = sample_items(load_dataset(dataset, resolve_data_dir(data_dir)), limit)

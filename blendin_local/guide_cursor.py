@@ -29,7 +29,7 @@ from typing import Sequence
 
 import numpy as np
 
-from .blending import softmax
+from .blending import Sparse, softmax
 from .bridge import UNMAPPED, VocabBridge
 from .byte_tokens import tokens_for_bytes
 
@@ -50,22 +50,51 @@ class Route:
     mass: float
 
 
-@dataclass
 class Proposal:
-    """The guide's next-bytes distribution at one step, and how to settle after a commit."""
+    """The guide's next-bytes distribution at one step, and how to settle after a commit.
 
-    anchor: list[int]
-    h: bytes
-    on_base: np.ndarray  # over the base vocabulary; sums to at most 1
-    native: np.ndarray | None  # guide probabilities of the full-token routes (after h, or after q)
-    native_prefix: tuple[int, ...]  # tokens before a full-token route: () or (q,)
-    extension_routes: list[Route]
+    `on_base` (over the base vocabulary, summing to at most 1) may be given sparse (blending.Sparse,
+    the form the blending math uses); the dense vector is then built only if someone reads it.
+    """
+
+    __slots__ = ("anchor", "h", "sparse", "_on_base", "native", "native_prefix", "extension_routes")
+
+    def __init__(self, anchor: list[int], h: bytes, on_base: np.ndarray | Sparse, native: np.ndarray | None,
+                 native_prefix: tuple[int, ...], extension_routes: list[Route]):
+        self.anchor, self.h = anchor, h
+        self.sparse = on_base if isinstance(on_base, Sparse) else None
+        self._on_base = None if self.sparse is not None else on_base
+        self.native = native  # guide probabilities of the full-token routes (after h, or after q)
+        self.native_prefix = native_prefix  # tokens before a full-token route: () or (q,)
+        self.extension_routes = extension_routes
+
+    @property
+    def on_base(self) -> np.ndarray:
+        if self._on_base is None:
+            self._on_base = self.sparse.dense()
+        return self._on_base
+
+    @property
+    def guide(self) -> np.ndarray | Sparse:
+        """on_base in the cheapest form at hand, for the blending math."""
+        return self.sparse if self.sparse is not None else self._on_base
+
+    def __repr__(self) -> str:
+        return f"Proposal(anchor=[{len(self.anchor)} tokens], h={self.h!r}, native_prefix={self.native_prefix})"
 
 
 class GuideCursor:
     def __init__(self, model, bridge: VocabBridge, prompt: Sequence[int]):
         self.model, self.bridge = model, bridge
         self.state = GuideState(tokens=list(prompt))
+        self._blocked: np.ndarray | None = None
+
+    @property
+    def blocked(self) -> np.ndarray:
+        """Control tokens that write nothing and end nothing (never chosen), computed once."""
+        if self._blocked is None:
+            self._blocked = np.array(sorted(self.model.control_ids - self.model.eog_ids), dtype=np.int64)
+        return self._blocked
 
     # -- consultation -----------------------------------------------------------------------
 
@@ -75,7 +104,7 @@ class GuideCursor:
 
     def _plain(self, anchor: list[int]) -> Proposal:
         p0 = softmax(self.model.logits(anchor)[0])
-        return Proposal(anchor, b"", self.bridge.project(p0), p0, (), [])
+        return Proposal(anchor, b"", self.bridge.project_sparse(p0), p0, (), [])
 
     def _healed(self, anchor: list[int], h: bytes) -> Proposal:
         b = self.bridge
@@ -87,7 +116,7 @@ class GuideCursor:
         z = float(p_ext.sum()) + (float(p0[q]) if q is not None else 0.0)
         if z == 0.0:  # the guide gives no continuation of h any mass: read h as it tokenizes
             return self._plain(anchor + self.tokenize(h))
-        on_base = np.zeros(b.n_base)
+        landed: dict[int, float] = {}  # base token -> mass of the routes landing on it, in route order
         routes = []
         for i in np.argsort(-p_ext, kind="stable")[:EXTENSION_ROUTES]:
             token = int(extensions[i])
@@ -98,11 +127,20 @@ class GuideCursor:
             mass = float(p_ext[i]) / z
             routes.append(Route((token,), rest, mass))
             if target != UNMAPPED:
-                on_base[target] += mass
+                landed[target] = landed.get(target, 0.0) + mass
         native = None
+        index = np.array(sorted(landed), dtype=np.int64)
+        values = np.array([landed[t] for t in index.tolist()], dtype=np.float64)
         if q is not None:
             native = (float(p0[q]) / z) * softmax(rows[1])
-            on_base += b.project(native)
+            projected = b.project_sparse(native)
+            # the routes' masses plus the projection, added in that order, as on dense vectors
+            union = np.union1d(index, projected.index)
+            summed = np.zeros(len(union))
+            summed[np.searchsorted(union, index)] = values
+            summed[np.searchsorted(union, projected.index)] += projected.values
+            index, values = union, summed
+        on_base = Sparse(index, values, b.n_base)
         return Proposal(anchor, h, on_base, native, (q,) if q is not None else (), routes)
 
     def _resolve(self) -> tuple[list[int], bytes]:

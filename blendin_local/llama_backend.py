@@ -75,12 +75,12 @@ class LlamaModel:
         self._cached: list[int] = []  # the tokens whose keys and values the context holds
         self._rows: dict[int, np.ndarray] = {}  # logits by position, from recent evaluations
         self._prompt_len = 0  # of the current request
-        self.pieces = [self.token_bytes(t) for t in range(self.n_vocab)]
-        self.eog_ids = frozenset(t for t in range(self.n_vocab) if llama.llama_vocab_is_eog(self._vocab, t))
-        self.control_ids = frozenset(
-            t for t in range(self.n_vocab)
-            if llama.llama_vocab_get_attr(self._vocab, t) & (llama.LLAMA_TOKEN_ATTR_CONTROL | llama.LLAMA_TOKEN_ATTR_UNUSED)
-        )
+        self.pieces = self._read_pieces()
+        vocab, tokens = self._vocab, range(self.n_vocab)
+        is_eog, get_attr = llama.llama_vocab_is_eog, llama.llama_vocab_get_attr
+        self.eog_ids = frozenset([t for t in tokens if is_eog(vocab, t)])
+        hidden = llama.LLAMA_TOKEN_ATTR_CONTROL | llama.LLAMA_TOKEN_ATTR_UNUSED
+        self.control_ids = frozenset([t for t in tokens if get_attr(vocab, t) & hidden])
         self.bos_id = llama.llama_vocab_bos(self._vocab)
         self.eos_id = llama.llama_vocab_eos(self._vocab)
         self.adds_bos = bool(llama.llama_vocab_get_add_bos(self._vocab))
@@ -115,6 +115,16 @@ class LlamaModel:
             self._piece_buffer = ctypes.create_string_buffer(-n)
             n = llama.llama_token_to_piece(self._vocab, token, self._piece_buffer, -n, 0, special)
         return self._piece_buffer.raw[:n]
+
+    def _read_pieces(self) -> list[bytes]:
+        """token_bytes of every token, in one tight loop (262k ctypes calls for Gemma 3)."""
+        buf, size, vocab, to_piece = self._piece_buffer, len(self._piece_buffer), self._vocab, llama.llama_token_to_piece
+        pieces = []
+        append = pieces.append
+        for t in range(self.n_vocab):
+            n = to_piece(vocab, t, buf, size, 0, False)
+            append(buf[:n] if n >= 0 else self.token_bytes(t))
+        return pieces
 
     def tokenize(self, text: bytes, *, add_bos: bool = False, special: bool = False) -> list[int]:
         """Tokens of `text`, which must be complete UTF-8 (llama.cpp has aborted on less)."""
@@ -153,7 +163,8 @@ class LlamaModel:
         """Logits (float32, shape n_last x n_vocab) after each of the last `n_last` tokens.
 
         The context is made to hold exactly `tokens`: the common prefix with what it holds is
-        kept, the rest removed, the new tail evaluated in batches of at most n_batch.
+        kept, the rest removed, the new tail evaluated in batches of at most n_batch. The array
+        may be a read-only view of the rows this model keeps (copy it to modify it).
         """
         n = len(tokens)
         if n == 0:
@@ -166,6 +177,8 @@ class LlamaModel:
         if missing:
             self._truncate(min(common, missing[0]))
             self._evaluate(tokens, set(wanted))
+        if n_last == 1:
+            return self._rows[n - 1][np.newaxis]  # a read-only view of the kept row: no 1 MB copy
         return np.stack([self._rows[p] for p in wanted])
 
     def _truncate(self, keep: int) -> None:
@@ -204,8 +217,10 @@ class LlamaModel:
         self._cached.extend(chunk)
         for i in range(len(chunk)):
             if chunk_start + i in wanted:
-                row = llama.llama_get_logits_ith(self._ctx, i)
-                self._rows[chunk_start + i] = np.ctypeslib.as_array(row, shape=(self.n_vocab,)).copy()
+                row = np.empty(self.n_vocab, dtype=np.float32)
+                ctypes.memmove(row.ctypes.data, llama.llama_get_logits_ith(self._ctx, i), row.nbytes)
+                row.flags.writeable = False  # handed out as views: nobody may change a kept row
+                self._rows[chunk_start + i] = row
 
     def close(self) -> None:
         if getattr(self, "_ctx", None):
@@ -229,6 +244,13 @@ class ContextFull(BlendinError):
 
 def common_prefix_len(a: Sequence[int], b: Sequence[int]) -> int:
     n = min(len(a), len(b))
+    if type(a) is list and type(b) is list:
+        # Called at every step on the whole sequence: compare in C, not one element at a time.
+        if (a if len(a) == n else a[:n]) == (b if len(b) == n else b[:n]):
+            return n
+        if n > 64:
+            differ = np.asarray(a[:n], dtype=np.int64) != np.asarray(b[:n], dtype=np.int64)
+            return int(differ.argmax())
     i = 0
     while i < n and a[i] == b[i]:
         i += 1

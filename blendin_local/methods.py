@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from .base_cursor import BaseCursor
-from .blending import blend, proxy_tune, should_intervene, softmax
+from .blending import Mixture, as_array, auto_alpha, mixture, proxy_tune, should_intervene, softmax, top_of
 from .guide_cursor import GuideCursor, Proposal
 from .sampling import SamplerSettings, choose
 
@@ -35,17 +35,24 @@ class Decision:
     end: bool = False  # an end-of-generation token
 
 
-@dataclass
 class NextToken:
-    """A method's distribution over the base vocabulary for the next token, and why."""
+    """A method's distribution over the base vocabulary for the next token, and why.
 
-    probs: np.ndarray
-    source: str
-    base_top_p: float | None
-    alpha: float | None = None
-    guide_rank: int | None = None
-    proposal: Proposal | None = None
-    anti_proposal: Proposal | None = None
+    `probs` may be given as a blending.Mixture: the greedy choice then needs no dense vector,
+    and reading `probs` builds it (the same array `blending.mix` gives).
+    """
+
+    __slots__ = ("distribution", "source", "base_top_p", "alpha", "guide_rank", "proposal", "anti_proposal")
+
+    def __init__(self, probs: np.ndarray | Mixture, source: str, base_top_p: float | None, alpha: float | None = None,
+                 guide_rank: int | None = None, proposal: Proposal | None = None, anti_proposal: Proposal | None = None):
+        self.distribution = probs
+        self.source, self.base_top_p, self.alpha, self.guide_rank = source, base_top_p, alpha, guide_rank
+        self.proposal, self.anti_proposal = proposal, anti_proposal
+
+    @property
+    def probs(self) -> np.ndarray:
+        return as_array(self.distribution)
 
     def decision(self, token: int, model) -> Decision:
         return Decision(piece=model.pieces[token], source=self.source, base_token=token, proposal=self.proposal,
@@ -62,7 +69,7 @@ class DecodeContext:
     rng: np.random.Generator
 
     def base_decision(self, next_token: NextToken) -> Decision:
-        return next_token.decision(choose(next_token.probs, self.sampler, self.rng), self.base.model)
+        return next_token.decision(choose(next_token.distribution, self.sampler, self.rng), self.base.model)
 
     def guide_decision(self, tokens: list[int], piece: bytes, base_top_p: float | None) -> Decision:
         return Decision(piece=piece, source="guide", guide_tokens=tokens, base_top_p=base_top_p,
@@ -96,9 +103,8 @@ class GuideOnly:
 
 def guide_choosable(cursor: GuideCursor, probs: np.ndarray) -> np.ndarray:
     """Guide probabilities without control tokens that write nothing and do not end the text."""
-    model = cursor.model
-    blocked = sorted(model.control_ids - model.eog_ids)
-    if blocked:
+    blocked = cursor.blocked
+    if len(blocked):
         probs = probs.copy()
         probs[blocked] = 0.0
     return probs
@@ -118,14 +124,14 @@ class BlendIn(OnBaseVocabulary):
         if not should_intervene(top, self.gamma):
             return NextToken(p_base, "base", top)
         proposal = ctx.guide.propose()
-        mixed = blend(p_base, proposal.on_base, self.alpha)
-        return NextToken(mixed.probs, "blend", top, mixed.alpha, rank_in(p_base, int(proposal.on_base.argmax())),
-                         proposal)
+        guide = proposal.guide  # sparse on the base vocabulary: the dense 262k vector is never built
+        alpha = auto_alpha(p_base, guide, top) if self.alpha is None else self.alpha
+        return NextToken(mixture(p_base, guide, alpha), "blend", top, alpha, rank_in(p_base, top_of(guide)[1]), proposal)
 
 
 def rank_in(probs: np.ndarray, token: int) -> int:
     """How many tokens `probs` prefers to `token` (0: it is the top token)."""
-    return int((probs > probs[token]).sum())
+    return int(np.count_nonzero(probs > probs[token]))
 
 
 def ensemble() -> BlendIn:

@@ -11,6 +11,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from .blending import Mixture, argmax, as_array
+
 _PARTIAL_SORT = 4096  # top-p rarely needs more than this many tokens sorted
 
 
@@ -49,9 +51,10 @@ def _sorted_by_prob(probs: np.ndarray, candidates: np.ndarray, top_p: float) -> 
     return candidates[np.argsort(-probs[candidates], kind="stable")]
 
 
-def choose(probs: np.ndarray, settings: SamplerSettings, rng: np.random.Generator) -> int:
+def choose(probs: np.ndarray | Mixture, settings: SamplerSettings, rng: np.random.Generator) -> int:
     if settings.greedy:
-        return int(np.argmax(probs))
+        return argmax(probs)
+    probs = as_array(probs)
     candidates = filter_candidates(probs, settings)
     if len(candidates) == 0:
         return int(np.argmax(probs))

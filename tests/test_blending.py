@@ -94,3 +94,66 @@ def test_proxy_leaves_tokens_the_guide_cannot_express():
     p_base = np.array([0.25, 0.25, 0.5])
     tuned = proxy_tune(p_base, np.array([0.5, 0.5, 0.0]), np.array([0.5, 0.5, 0.0]))
     assert tuned == pytest.approx(p_base)
+
+
+# -- the sparse guide path: every result must equal the dense formula's, bit for bit ---------
+
+from blendin_local.blending import Mixture, Sparse, argmax as mixture_argmax, mixture, top_of  # noqa: E402
+
+
+def random_sparse(rng, size, n_index):
+    index = np.sort(rng.choice(size, n_index, replace=False))
+    values = rng.dirichlet(np.full(n_index, 0.3))
+    return Sparse(index, values, size)
+
+
+@pytest.mark.parametrize("seed", range(20))
+def test_sparse_mixture_is_the_dense_mixture_bit_for_bit(seed):
+    rng = np.random.default_rng(seed)
+    size = 5000
+    p_base = rng.dirichlet(np.full(size, 0.05)).astype(np.float32)
+    guide = random_sparse(rng, size, 900)
+    alpha = float(rng.uniform(0.05, 0.95))
+    dense = mix(p_base, guide.dense(), alpha)
+    assert np.array_equal(mix(p_base, guide, alpha), dense)
+    m = mixture(p_base, guide, alpha)
+    assert isinstance(m, Mixture)
+    assert mixture_argmax(m) == int(np.argmax(dense))
+    assert np.array_equal(m.dense(), dense)
+    assert auto_alpha(p_base, guide) == auto_alpha(p_base, guide.dense())
+    assert top_of(guide) == (float(guide.dense().max()), int(guide.dense().argmax()))
+
+
+def test_mixture_argmax_settles_exact_ties_on_the_first_index():
+    p_base = np.zeros(10, dtype=np.float32)
+    p_base[[2, 7]] = 0.5
+    guide = Sparse(np.array([2, 7]), np.array([0.5, 0.5]), 10)
+    assert mixture_argmax(mixture(p_base, guide, 0.5)) == 2 == int(np.argmax(mix(p_base, guide.dense(), 0.5)))
+
+
+def test_mixture_argmax_finds_a_base_token_the_guide_does_not_know():
+    p_base = np.full(100, 0.001, dtype=np.float32)
+    p_base[42] = 0.9
+    guide = Sparse(np.array([3, 4]), np.array([0.6, 0.4]), 100)
+    m = mixture(p_base, guide, 0.3)
+    assert mixture_argmax(m) == 42 == int(np.argmax(mix(p_base, guide.dense(), 0.3)))
+
+
+def test_mixture_argmax_agrees_on_near_ties():
+    # Entries a few ulps apart must be decided exactly as the dense, normalised vector decides.
+    rng = np.random.default_rng(0)
+    for _ in range(200):
+        p_base = rng.dirichlet(np.ones(50)).astype(np.float32)
+        index = np.array([1, 5, 9])
+        values = np.array([0.3, 0.3, 0.4]) * (1 + rng.integers(-3, 4, 3) * 2.0 ** -52)
+        guide = Sparse(index, values, 50)
+        p_base[[1, 5, 9]] = p_base[1]
+        alpha = 0.5
+        assert mixture_argmax(mixture(p_base, guide, alpha)) == int(np.argmax(mix(p_base, guide.dense(), alpha)))
+
+
+def test_fixed_integer_or_zero_alpha_falls_back_to_the_dense_formula():
+    p_base = np.array([0.2, 0.8], dtype=np.float32)
+    guide = Sparse(np.array([0]), np.array([1.0]), 2)
+    assert mixture(p_base, guide, 0.0) is p_base
+    assert np.array_equal(mixture(p_base, guide, 1), mix(p_base, guide.dense(), 1))

@@ -43,6 +43,21 @@ def test_projection_keeps_mapped_mass_and_drops_the_rest(bridge):
     assert on_base.sum() == pytest.approx(1.0 - 0.06 - 0.02)
 
 
+def test_sparse_projection_is_the_dense_projection_bit_for_bit(bridge):
+    rng = np.random.default_rng(3)
+    for _ in range(20):
+        p = rng.dirichlet(np.full(len(GUIDE.pieces), 0.5))
+        dense = np.bincount(bridge.g2b[bridge.mapped], weights=p[bridge.mapped], minlength=bridge.n_base)
+        sparse = bridge.project_sparse(p)
+        assert np.array_equal(sparse.dense(), dense)
+        assert list(sparse.index) == sorted(set(bridge.g2b[bridge.mapped]))
+
+
+def test_fingerprint_changes_with_any_piece():
+    changed = Vocabulary(pieces=BASE.pieces[:-1] + (b"\xe3",), eog_ids=BASE.eog_ids, eos_id=0)
+    assert BASE.fingerprint() == Vocabulary(BASE.pieces, BASE.eog_ids, 0).fingerprint() != changed.fingerprint()
+
+
 def test_duplicate_pieces_prefer_the_tokenizers_choice_else_the_highest_id():
     assert byte_index(BASE)[b"\xe2"] == 9
     vocab = Vocabulary(pieces=(b"a", b"b", b"a"), eog_ids=frozenset(), eos_id=0)

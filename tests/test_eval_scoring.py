@@ -236,3 +236,15 @@ def test_gold_option_text_and_gold_letter_are_recovered_on_real_items(name):
         assert score_item(each, f"Let me see. The answer is {each.gold}. {gold_text}")["score"] == 1.0
         if len({c.lower() for c in each.choices}) == len(each.choices):
             assert extract_choice(gold_text, each.choices) == each.gold
+
+
+def test_score_interval_is_wilson_for_right_or_wrong_and_contains_the_score():
+    from blendin_local.eval.report import score_interval
+
+    low, high = score_interval([0] * 97 + [1] * 3)
+    assert 0.0 < low < 0.03 < high < 0.09  # Wilson: (0.010, 0.085) for 3 of 100
+    assert score_interval([0] * 100)[0] == 0.0 and 0.0 < score_interval([0] * 100)[1] < 0.04
+    assert score_interval([1] * 10)[1] == 1.0
+    low, high = score_interval([0.5, 0.25, 0.75, 1.0])
+    assert low < 0.625 < high
+    assert score_interval([]) is None

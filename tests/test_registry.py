@@ -1,6 +1,5 @@
 """The model registry: names, paths, the models cache, sha256 checked once."""
 
-from pathlib import Path
 
 import pytest
 

@@ -11,8 +11,9 @@ from __future__ import annotations
 import csv
 from collections import Counter
 from dataclasses import dataclass
+from math import sqrt
 from pathlib import Path
-from statistics import mean
+from statistics import mean, pstdev
 
 from ..errors import BlendinError
 from ..methods import METHODS
@@ -25,6 +26,7 @@ class Row:
     method: str
     n: int
     score: float | None
+    interval: tuple[float, float] | None  # 95% interval of the score (score_interval)
     intervention_rate: float
     tokens_per_s: float
     tokens: float
@@ -35,6 +37,22 @@ class Row:
 def _mean(values) -> float | None:
     values = [v for v in values if v is not None]
     return mean(values) if values else None
+
+
+def score_interval(scores: list[float], z: float = 1.96) -> tuple[float, float] | None:
+    """A 95% interval for a mean score over n samples: Wilson's for 0/1 scores (sound near 0 and 1,
+    where tiny models live), the normal approximation for fractional ones (IFEval's per-prompt
+    share of instructions followed). It says how far apart two methods must be to differ."""
+    n = len(scores)
+    if n == 0:
+        return None
+    p = mean(scores)
+    if all(s in (0, 1) for s in scores):
+        centre = (p + z * z / (2 * n)) / (1 + z * z / n)
+        half = z * sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / (1 + z * z / n)
+    else:
+        centre, half = p, z * (pstdev(scores) / sqrt(n))
+    return max(0.0, centre - half), min(1.0, centre + half)
 
 
 def _ifeval_extra(records: list[dict]) -> dict:
@@ -64,9 +82,10 @@ def summarise(dataset: str, method: str, records: list[dict]) -> Row:
     if by_likelihood:
         extra["loglik_acc"] = round(mean(by_likelihood), 4)
     stops = Counter(r["stop_reason"] for r in records)
+    scores = [r["score"] for r in records if r["score"] is not None]
     return Row(
         dataset=dataset, method=method, n=len(records),
-        score=_mean(r["score"] for r in records),
+        score=_mean(scores), interval=score_interval(scores),
         intervention_rate=_mean(r["intervention_rate"] for r in records) or 0.0,
         tokens_per_s=_mean(r["tokens_per_s"] for r in records) or 0.0,
         tokens=_mean(r["n_tokens"] for r in records) or 0.0,
@@ -92,10 +111,11 @@ def _fmt(value, digits: int = 3) -> str:
 
 def markdown_table(rows: list[Row]) -> str:
     extra_keys = sorted({k for r in rows for k in r.extra})
-    head = ["method", "n", "score", "intervention rate", "tokens/s", "tokens", *extra_keys, "stops"]
+    head = ["method", "n", "score", "95% interval", "intervention rate", "tokens/s", "tokens", *extra_keys, "stops"]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for r in rows:
-        cells = [r.method, str(r.n), _fmt(r.score), f"{100 * r.intervention_rate:.1f}%", f"{r.tokens_per_s:.1f}",
+        interval = "-" if r.interval is None else f"{r.interval[0]:.2f}-{r.interval[1]:.2f}"
+        cells = [r.method, str(r.n), _fmt(r.score), interval, f"{100 * r.intervention_rate:.1f}%", f"{r.tokens_per_s:.1f}",
                  f"{r.tokens:.0f}", *(_fmt(r.extra.get(k)) for k in extra_keys), r.stops]
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
@@ -105,9 +125,10 @@ def write_csv(rows: list[Row], path: Path) -> None:
     extra_keys = sorted({k for r in rows for k in r.extra})
     with path.open("w", newline="") as f:
         writer = csv.writer(f)
-        writer.writerow(["dataset", "method", "n", "score", "intervention_rate", "tokens_per_s", "tokens", *extra_keys, "stops"])
+        writer.writerow(["dataset", "method", "n", "score", "score_low", "score_high", "intervention_rate", "tokens_per_s", "tokens", *extra_keys, "stops"])
         for r in rows:
-            writer.writerow([r.dataset, r.method, r.n, r.score, round(r.intervention_rate, 4), round(r.tokens_per_s, 2),
+            low, high = r.interval if r.interval else (None, None)
+            writer.writerow([r.dataset, r.method, r.n, r.score, low and round(low, 4), high and round(high, 4), round(r.intervention_rate, 4), round(r.tokens_per_s, 2),
                              round(r.tokens, 1), *(r.extra.get(k) for k in extra_keys), r.stops])
 
 

@@ -1,0 +1,61 @@
+"""The benchmark (scripts/bench.py) runs end to end in its smoke mode: structure only.
+
+Nothing here looks at a timing: the numbers of a shared CI machine mean nothing, and the
+benchmark's figures live in docs/performance.md with the commands that produced them.
+"""
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+METHODS = ("base", "guide", "nudging", "blendin", "ensemble", "reference")
+PARTS = ("base forward", "guide forward", "bridge + blend math", "tokenization/sync", "the rest")
+
+
+@pytest.fixture(scope="module")
+def smoke(tmp_path_factory):
+    out = tmp_path_factory.mktemp("bench")
+    cmd = [sys.executable, str(ROOT / "scripts" / "bench.py"), "--smoke", "-t", "1",
+           "--out", str(out / "bench.json"), "--md", str(out / "bench.md")]
+    subprocess.run(cmd, check=True, capture_output=True, text=True, timeout=300)
+    return json.loads((out / "bench.json").read_text()), (out / "bench.md").read_text()
+
+
+def test_every_method_ran_on_every_prompt(smoke):
+    results, _ = smoke
+    prompts = results["config"]["prompt_ids"]
+    assert len(prompts) == 2 and results["config"]["threads"] == 1
+    assert {(r["method"], r["prompt"]) for r in results["runs"]} == {(m, p) for m in METHODS for p in prompts}
+    for r in results["runs"]:
+        assert isinstance(r["text"], str) and 0 < r["n_tokens"] <= results["config"]["max_tokens"]
+        assert len(r["gaps_s"]) == r["n_tokens"] - 1 and r["ttft_s"] is not None
+
+
+def test_summary_has_every_figure_the_issue_asks_for(smoke):
+    results, md = smoke
+    for method in METHODS:
+        s = results["summary"][method]
+        for key in ("tokens_per_s_median", "tokens_per_s_p10", "tokens_per_s_p90", "latency_p50_ms", "latency_p95_ms",
+                    "ttft_median_ms", "intervention_rate", "engine_overhead_share"):
+            assert isinstance(s[key], float), (method, key)
+        assert set(PARTS) <= set(s["parts_s"])
+    assert results["summary"]["base"]["intervention_rate"] == 0.0
+    assert results["summary"]["ensemble"]["intervention_rate"] == 1.0
+    assert results["memory"]["peak_rss"] > 0 and results["memory"]["files_plus_kv"] > 0
+    assert {"load_s", "bridge_scratch_s"} <= set(results["cold"])
+    assert results["micro"]["per_intervention_ms"] > 0
+    assert len(results["targets"]) == 7 and all(isinstance(t["met"], bool) for t in results["targets"])
+    assert "| target | goal | measured | met |" in md
+
+
+def test_compare_finds_identical_texts(smoke, tmp_path):
+    results, _ = smoke
+    path = tmp_path / "r.json"
+    path.write_text(json.dumps(results))
+    same = subprocess.run([sys.executable, str(ROOT / "scripts" / "bench.py"), "--compare", str(path), str(path)],
+                          capture_output=True, text=True)
+    assert same.returncode == 0 and "0 differ" in same.stdout
