@@ -45,10 +45,20 @@ N_CTX = 512
 TOKENS = {"base": 12, "guide": 32, "blendin": 12}  # Gemma's 262k rows cost llama-cpp-python ~0.5 s each
 
 
+def free_ports(n: int) -> list[int]:
+    """n distinct free ports: the sockets stay bound until all are picked, so no port comes twice."""
+    sockets = [socket.socket() for _ in range(n)]
+    try:
+        for s in sockets:
+            s.bind(("127.0.0.1", 0))
+        return [s.getsockname()[1] for s in sockets]
+    finally:
+        for s in sockets:
+            s.close()
+
+
 def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+    return free_ports(1)[0]
 
 
 def start_server(model: Path, port: int) -> subprocess.Popen:
@@ -59,7 +69,8 @@ def start_server(model: Path, port: int) -> subprocess.Popen:
         stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, start_new_session=True)
 
 
-def wait_ready(proc: subprocess.Popen, port: int, seconds: float = 90.0) -> None:
+def wait_ready(proc: subprocess.Popen, port: int, model: Path, seconds: float = 90.0) -> None:
+    """Until the server on `port` answers and serves `model` (not some other process's model)."""
     deadline = time.time() + seconds
     while time.time() < deadline:
         if proc.poll() is not None:
@@ -68,12 +79,15 @@ def wait_ready(proc: subprocess.Popen, port: int, seconds: float = 90.0) -> None
             with socket.create_connection(("127.0.0.1", port), timeout=1):
                 pass
             import httpx
-            if httpx.get(f"http://127.0.0.1:{port}/v1/models", timeout=5).status_code == 200:
-                return
-        except OSError:
-            pass
-        except Exception:
-            pass
+            answer = httpx.get(f"http://127.0.0.1:{port}/v1/models", timeout=5)
+            served = [m["id"] for m in answer.json()["data"]] if answer.status_code == 200 else None
+        except Exception:  # not listening yet, or not answering yet
+            served = None
+        if served is not None:
+            if served != [str(model)]:
+                stop(proc)
+                raise RuntimeError(f"port {port} serves {served}, not {model}")
+            return
         time.sleep(0.3)
     stop(proc)
     raise RuntimeError(f"llama_cpp.server on port {port} not ready after {seconds} s")
@@ -92,12 +106,12 @@ def stop(proc: subprocess.Popen) -> None:
 @pytest.fixture(scope="module")
 def servers():
     pytest.importorskip("llama_cpp.server.app", reason="needs llama-cpp-python[server]")
-    ports = {"base": free_port(), "guide": free_port()}
-    procs = {role: start_server(resolve_model(name), ports[role])
-             for role, name in (("base", "gemma3-270m"), ("guide", "smollm2-135m-instruct"))}
+    ports = dict(zip(("base", "guide"), free_ports(2)))
+    models = {"base": resolve_model("gemma3-270m"), "guide": resolve_model("smollm2-135m-instruct")}
+    procs = {role: start_server(models[role], ports[role]) for role in ports}
     try:
         for role, proc in procs.items():
-            wait_ready(proc, ports[role])
+            wait_ready(proc, ports[role], models[role])
         yield {role: f"http://127.0.0.1:{port}/v1" for role, port in ports.items()}
     finally:
         for proc in procs.values():
@@ -368,7 +382,7 @@ def test_eval_survives_a_killed_server_and_resumes(tmp_path):
     server = start_server(guide, port)
     out = tmp_path / "run"
     try:
-        wait_ready(server, port)
+        wait_ready(server, port, guide)
         run = blendin_eval(tmp_path / "data", out, url)
         deadline = time.time() + 120
         while time.time() < deadline and len(ids_in(out / "guide.jsonl")) < 2 and run.poll() is None:
@@ -384,7 +398,7 @@ def test_eval_survives_a_killed_server_and_resumes(tmp_path):
         assert 2 <= len(before) < n and len(set(before)) == len(before)
 
         server = start_server(guide, port)  # the server is back: the run resumes
-        wait_ready(server, port)
+        wait_ready(server, port, guide)
         run = blendin_eval(tmp_path / "data", out, url, "--resume")
         _, stderr = run.communicate(timeout=240)
         assert run.returncode == 0, stderr
