@@ -203,11 +203,12 @@ def argmax(p: np.ndarray | Mixture) -> int:
 
 @dataclass(frozen=True)
 class BlendDecision:
-    probs: np.ndarray
+    probs: np.ndarray | Mixture
     alpha: float
 
 
-def blend(p_base: np.ndarray, p_guide: Distribution, alpha: float | None) -> BlendDecision:
-    """The BlendIn mixture with a fixed alpha, or the paper's auto alpha when alpha is None."""
-    weight = auto_alpha(p_base, p_guide) if alpha is None else alpha
-    return BlendDecision(mix(p_base, p_guide, weight), weight)
+def blend(p_base: np.ndarray, p_guide: Distribution, alpha: float | None, pB_max: float | None = None) -> BlendDecision:
+    """The BlendIn mixture with a fixed alpha, or the paper's auto alpha when alpha is None
+    (`pB_max`: max p_base, when the caller has it already)."""
+    weight = auto_alpha(p_base, p_guide, pB_max) if alpha is None else alpha
+    return BlendDecision(mixture(p_base, p_guide, weight), weight)

@@ -51,33 +51,25 @@ class Route:
 
 
 class Proposal:
-    """The guide's next-bytes distribution at one step, and how to settle after a commit.
+    """The guide's next-bytes distribution at one step, and how to settle after a commit."""
 
-    `on_base` (over the base vocabulary, summing to at most 1) may be given sparse (blending.Sparse,
-    the form the blending math uses); the dense vector is then built only if someone reads it.
-    """
+    __slots__ = ("anchor", "h", "guide", "_dense", "native", "native_prefix", "extension_routes")
 
-    __slots__ = ("anchor", "h", "sparse", "_on_base", "native", "native_prefix", "extension_routes")
-
-    def __init__(self, anchor: list[int], h: bytes, on_base: np.ndarray | Sparse, native: np.ndarray | None,
+    def __init__(self, anchor: list[int], h: bytes, on_base: Sparse, native: np.ndarray | None,
                  native_prefix: tuple[int, ...], extension_routes: list[Route]):
         self.anchor, self.h = anchor, h
-        self.sparse = on_base if isinstance(on_base, Sparse) else None
-        self._on_base = None if self.sparse is not None else on_base
+        self.guide = on_base  # over the base vocabulary, summing to at most 1; sparse, as the blending math takes it
+        self._dense: np.ndarray | None = None
         self.native = native  # guide probabilities of the full-token routes (after h, or after q)
         self.native_prefix = native_prefix  # tokens before a full-token route: () or (q,)
         self.extension_routes = extension_routes
 
     @property
     def on_base(self) -> np.ndarray:
-        if self._on_base is None:
-            self._on_base = self.sparse.dense()
-        return self._on_base
-
-    @property
-    def guide(self) -> np.ndarray | Sparse:
-        """on_base in the cheapest form at hand, for the blending math."""
-        return self.sparse if self.sparse is not None else self._on_base
+        """The same distribution as a dense vector, built only if someone reads it."""
+        if self._dense is None:
+            self._dense = self.guide.dense()
+        return self._dense
 
     def __repr__(self) -> str:
         return f"Proposal(anchor=[{len(self.anchor)} tokens], h={self.h!r}, native_prefix={self.native_prefix})"

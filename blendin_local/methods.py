@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from .base_cursor import BaseCursor
-from .blending import Mixture, as_array, auto_alpha, mixture, proxy_tune, should_intervene, softmax, top_of
+from .blending import Mixture, as_array, blend, proxy_tune, should_intervene, softmax, top_of
 from .guide_cursor import GuideCursor, Proposal
 from .sampling import SamplerSettings, choose
 
@@ -125,8 +125,8 @@ class BlendIn(OnBaseVocabulary):
             return NextToken(p_base, "base", top)
         proposal = ctx.guide.propose()
         guide = proposal.guide  # sparse on the base vocabulary: the dense 262k vector is never built
-        alpha = auto_alpha(p_base, guide, top) if self.alpha is None else self.alpha
-        return NextToken(mixture(p_base, guide, alpha), "blend", top, alpha, rank_in(p_base, top_of(guide)[1]), proposal)
+        mixed = blend(p_base, guide, self.alpha, top)
+        return NextToken(mixed.probs, "blend", top, mixed.alpha, rank_in(p_base, top_of(guide)[1]), proposal)
 
 
 def rank_in(probs: np.ndarray, token: int) -> int:

@@ -141,8 +141,7 @@ class Profiler:
             self.wrap(guide_cursor.GuideCursor, name, "cursor sync")
         self.wrap(bridge.VocabBridge, "project", "projection")
         self.wrap(bridge.VocabBridge, "project_sparse", "projection")
-        self.wrap(methods, "auto_alpha", "blend")
-        self.wrap(methods, "mixture", "blend")
+        self.wrap(methods, "blend", "blend")  # auto alpha and the (lazy) mixture
         self.wrap(blending.Mixture, "argmax", "blend")
         self.wrap(blending.Mixture, "dense", "blend: dense mixture")
         self.wrap(methods, "proxy_tune", "blend")
@@ -710,8 +709,7 @@ def micro_blend(pair: BlendPair, repeats: int) -> dict:
         t1 = perf_counter(); parts["guide softmax"] += t1 - t
         on_base = pair.bridge.project_sparse(p_guide)
         t2 = perf_counter(); parts["projection"] += t2 - t1
-        alpha = blending.auto_alpha(p_base, on_base)  # the engine's path: auto alpha, the mixture, its greedy choice
-        blending.argmax(blending.mixture(p_base, on_base, alpha))
+        blending.argmax(blending.blend(p_base, on_base, None).probs)  # the engine's path: auto alpha, the mixture, its greedy choice
         t3 = perf_counter(); parts["blend + greedy choice"] += t3 - t2
         top = blending.top_of(on_base)[1]
         methods.rank_in(p_base, top)
