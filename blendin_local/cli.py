@@ -72,21 +72,30 @@ def remote_options() -> list:
         option("--guide-vocab", help="The guide's vocabulary for --guide-url (as --base-vocab)."),
         option("--guide-prompt-format", type=formats, default="text", show_default=True,
                help="Send the guide's prompt as text or token ids."),
-        option("--logprobs", "top_k", type=click.IntRange(1), default=20, show_default=True,
+        option("--logprobs", "remote_top_k", type=click.IntRange(1), default=20, show_default=True,
                help="Top log-probabilities asked of a server per token (vLLM: at most its --max-logprobs)."),
-        option("--remote-timeout", "timeout", type=click.FloatRange(0.1), default=60.0, show_default=True,
+        option("--remote-timeout", type=click.FloatRange(0.1), default=60.0, show_default=True,
                help="Seconds to wait for one server answer."),
-        option("--remote-retries", "retries", type=click.IntRange(0), default=3, show_default=True,
+        option("--remote-retries", type=click.IntRange(0), default=3, show_default=True,
                help="Retries (with doubling waits) after a connection error or a 5xx answer."),
     ]
 
 
 def remote_settings():
-    """The remote options of the running command (every one is kept, defaults included), if it has any."""
+    """The remote options of the running command, if it has any."""
     from .remote_backend import RemoteSettings
 
     ctx = click.get_current_context(silent=True)
-    return RemoteSettings(**(ctx.meta.get(REMOTE_META, {}) if ctx is not None else {}))
+    values = dict(ctx.meta.get(REMOTE_META, {})) if ctx is not None else {}
+    if not values:
+        return RemoteSettings()
+    return RemoteSettings(
+        base_url=values.get("base_url"), base_model=values.get("base_model"), base_vocab=values.get("base_vocab"),
+        base_prompt_format=values.get("base_prompt_format") or "text",
+        guide_url=values.get("guide_url"), guide_model=values.get("guide_model"), guide_vocab=values.get("guide_vocab"),
+        guide_prompt_format=values.get("guide_prompt_format") or "text",
+        top_k=values.get("remote_top_k") or 20, timeout=values.get("remote_timeout") or 60.0,
+        retries=values["remote_retries"] if values.get("remote_retries") is not None else 3)
 
 
 def load_pair(base, guide, anti, ctx_size, threads, gpu_layers) -> BlendPair:
