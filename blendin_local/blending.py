@@ -139,13 +139,14 @@ class Mixture:
     Dividing by the sum is monotonic, so the first index of the maximum of u is the answer
     unless some other entry lies within a few ulps of that maximum (the division could then
     round both to the same value); in that case, or on degenerate input, the dense vector is
-    built and asked.
+    built and asked. `base_max` (max p_base, when known) spares the pass over the whole base
+    vocabulary when not even the base's top token can come near the maximum.
     """
 
-    __slots__ = ("p_base", "guide", "alpha", "_dense")
+    __slots__ = ("p_base", "guide", "alpha", "base_max", "_dense")
 
-    def __init__(self, p_base: np.ndarray, guide: Sparse, alpha: float):
-        self.p_base, self.guide, self.alpha = p_base, guide, alpha
+    def __init__(self, p_base: np.ndarray, guide: Sparse, alpha: float, base_max: float | None = None):
+        self.p_base, self.guide, self.alpha, self.base_max = p_base, guide, alpha, base_max
         self._dense: np.ndarray | None = None
 
     def dense(self) -> np.ndarray:
@@ -164,18 +165,25 @@ class Mixture:
         if len(idx) == 0 or c <= 0.0:
             return None
         # u where the guide has mass: fl64(alpha * g + fl32(c * b)), as the dense formula
-        u_on = self.alpha * self.guide.values + np.multiply(self.p_base[idx], c).astype(np.float64)
+        base_part = self.p_base[idx]
+        np.multiply(base_part, c, out=base_part)  # in float32, as np.multiply(p_base, c) rounds
+        u_on = self.alpha * self.guide.values
+        u_on += base_part
         u_max = float(u_on.max())
         if not (0.0 < u_max < float("inf")):
             return None
         # elsewhere u = fl32(c * b), monotonic in b: only b above this bound can come near u_max
         floor = u_max * (1.0 - _NEAR)
-        others = np.flatnonzero(self.p_base >= np.float32(floor / c * (1.0 - 2.0 ** -20)))
+        bound = np.float32(floor / c * (1.0 - 2.0 ** -20))
+        if self.base_max is not None and self.base_max < bound:
+            others = idx[:0]  # no base entry reaches the bound: the pass below would find none
+        else:
+            others = np.flatnonzero(self.p_base >= bound)
         if len(others):
             at = np.minimum(np.searchsorted(idx, others), len(idx) - 1)
             others = others[idx[at] != others]  # the guide's own entries are in u_on already
-        cand = idx[u_on >= floor]
-        cand_u = u_on[u_on >= floor]
+        near_max = u_on >= floor
+        cand, cand_u = idx[near_max], u_on[near_max]
         if len(others):
             u_off = np.multiply(self.p_base[others], c).astype(np.float64)
             cand, cand_u = np.concatenate([cand, others]), np.concatenate([cand_u, u_off])
@@ -186,10 +194,11 @@ class Mixture:
         return int(cand[near].min())
 
 
-def mixture(p_base: np.ndarray, p_guide: Distribution, alpha: float) -> np.ndarray | Mixture:
-    """`mix` for the decode loop: a Mixture (dense only if read) where that is exact and cheaper."""
+def mixture(p_base: np.ndarray, p_guide: Distribution, alpha: float, base_max: float | None = None) -> np.ndarray | Mixture:
+    """`mix` for the decode loop: a Mixture (dense only if read) where that is exact and cheaper.
+    `base_max`: max p_base, when the caller has it already."""
     if alpha != 0.0 and isinstance(p_guide, Sparse) and type(alpha) is float and p_base.dtype == np.float32:
-        return Mixture(p_base, p_guide, alpha)
+        return Mixture(p_base, p_guide, alpha, base_max)
     return mix(p_base, p_guide, alpha)
 
 
@@ -211,4 +220,4 @@ def blend(p_base: np.ndarray, p_guide: Distribution, alpha: float | None, pB_max
     """The BlendIn mixture with a fixed alpha, or the paper's auto alpha when alpha is None
     (`pB_max`: max p_base, when the caller has it already)."""
     weight = auto_alpha(p_base, p_guide, pB_max) if alpha is None else alpha
-    return BlendDecision(mixture(p_base, p_guide, weight), weight)
+    return BlendDecision(mixture(p_base, p_guide, weight, pB_max), weight)

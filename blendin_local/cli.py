@@ -46,6 +46,9 @@ def model_options(f):
 
 
 REMOTE_META = "blendin.remote"
+# RemoteSettings fields whose options carry another name: `--top-k` and `--timeout` belong to
+# other commands' own options (serve has both), and click warns on stderr when two share a name.
+REMOTE_FIELDS = {"remote_top_k": "top_k", "remote_timeout": "timeout", "remote_retries": "retries"}
 
 
 def remote_options() -> list:
@@ -53,7 +56,8 @@ def remote_options() -> list:
     kept in the click context (not passed to each command) and read by load_pair."""
 
     def keep(ctx, param, value):
-        ctx.meta.setdefault(REMOTE_META, {})[param.name] = value
+        field = REMOTE_FIELDS.get(param.name, param.name)
+        ctx.meta.setdefault(REMOTE_META, {})[field] = value
         return value
 
     def option(*names, **kw):
@@ -87,15 +91,8 @@ def remote_settings():
 
     ctx = click.get_current_context(silent=True)
     values = dict(ctx.meta.get(REMOTE_META, {})) if ctx is not None else {}
-    if not values:
-        return RemoteSettings()
-    return RemoteSettings(
-        base_url=values.get("base_url"), base_model=values.get("base_model"), base_vocab=values.get("base_vocab"),
-        base_prompt_format=values.get("base_prompt_format") or "text",
-        guide_url=values.get("guide_url"), guide_model=values.get("guide_model"), guide_vocab=values.get("guide_vocab"),
-        guide_prompt_format=values.get("guide_prompt_format") or "text",
-        top_k=values.get("remote_top_k") or 20, timeout=values.get("remote_timeout") or 60.0,
-        retries=values["remote_retries"] if values.get("remote_retries") is not None else 3)
+    # The options' defaults arrive through their callbacks, so `values` is complete or empty.
+    return RemoteSettings(**values)
 
 
 def load_pair(base, guide, anti, ctx_size, threads, gpu_layers) -> BlendPair:

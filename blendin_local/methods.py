@@ -126,11 +126,14 @@ class BlendIn(OnBaseVocabulary):
         proposal = ctx.guide.propose()
         guide = proposal.guide  # sparse on the base vocabulary: the dense 262k vector is never built
         mixed = blend(p_base, guide, self.alpha, top)
-        return NextToken(mixed.probs, "blend", top, mixed.alpha, rank_in(p_base, top_of(guide)[1]), proposal)
+        return NextToken(mixed.probs, "blend", top, mixed.alpha, rank_in(p_base, top_of(guide)[1], top), proposal)
 
 
-def rank_in(probs: np.ndarray, token: int) -> int:
-    """How many tokens `probs` prefers to `token` (0: it is the top token)."""
+def rank_in(probs: np.ndarray, token: int, top: float | None = None) -> int:
+    """How many tokens `probs` prefers to `token` (0: it is the top token). `top`: max probs,
+    when known; at the top token no pass over the vocabulary is needed."""
+    if top is not None and probs[token] == top:
+        return 0
     return int(np.count_nonzero(probs > probs[token]))
 
 

@@ -45,7 +45,10 @@ def test_summary_has_every_figure_the_issue_asks_for(smoke):
         assert set(PARTS) <= set(s["parts_s"])
     assert results["summary"]["base"]["intervention_rate"] == 0.0
     assert results["summary"]["ensemble"]["intervention_rate"] == 1.0
-    assert results["memory"]["peak_rss"] > 0 and results["memory"]["files_plus_kv"] > 0
+    memory = results["memory"]
+    assert memory["peak_rss"] > 0 and memory["files_plus_kv"] > 0
+    assert list(memory["phases"]) == ["imports", "base model", "guide model", "bridge", "generation"]
+    assert memory["phases"]["guide model"]["VmRSS"] > memory["phases"]["imports"]["VmRSS"]
     assert {"load_s", "bridge_scratch_s"} <= set(results["cold"])
     assert results["micro"]["per_intervention_ms"] > 0
     assert len(results["targets"]) == 7 and all(isinstance(t["met"], bool) for t in results["targets"])
@@ -59,3 +62,13 @@ def test_compare_finds_identical_texts(smoke, tmp_path):
     same = subprocess.run([sys.executable, str(ROOT / "scripts" / "bench.py"), "--compare", str(path), str(path)],
                           capture_output=True, text=True)
     assert same.returncode == 0 and "0 differ" in same.stdout
+
+
+def test_thread_split_tries_every_split(smoke):
+    results, md = smoke
+    split = results["thread_split"]
+    configs = {(r["method"], r["base_threads"], r["guide_threads"]) for r in split["rows"]}
+    assert configs == {("base", 1, None), ("base", 2, None)} | {("blendin", b, g) for b in (1, 2) for g in (1, 2)}
+    base_at_1 = next(r for r in split["rows"] if r["method"] == "base" and r["base_threads"] == 1)
+    assert base_at_1["over_base_1"] == 1.0
+    assert "### Thread split between the two models" in md

@@ -120,6 +120,7 @@ def test_sparse_mixture_is_the_dense_mixture_bit_for_bit(seed):
     assert isinstance(m, Mixture)
     assert mixture_argmax(m) == int(np.argmax(dense))
     assert np.array_equal(m.dense(), dense)
+    assert mixture_argmax(mixture(p_base, guide, alpha, float(p_base.max()))) == int(np.argmax(dense))
     assert auto_alpha(p_base, guide) == auto_alpha(p_base, guide.dense())
     assert top_of(guide) == (float(guide.dense().max()), int(guide.dense().argmax()))
 
@@ -135,8 +136,21 @@ def test_mixture_argmax_finds_a_base_token_the_guide_does_not_know():
     p_base = np.full(100, 0.001, dtype=np.float32)
     p_base[42] = 0.9
     guide = Sparse(np.array([3, 4]), np.array([0.6, 0.4]), 100)
-    m = mixture(p_base, guide, 0.3)
-    assert mixture_argmax(m) == 42 == int(np.argmax(mix(p_base, guide.dense(), 0.3)))
+    for base_max in (None, 0.9):  # the base's top reaches the maximum: the pass over p_base is not skipped
+        m = mixture(p_base, guide, 0.3, base_max)
+        assert mixture_argmax(m) == 42 == int(np.argmax(mix(p_base, guide.dense(), 0.3)))
+
+
+@pytest.mark.parametrize("seed", range(20))
+def test_knowing_the_base_maximum_changes_no_greedy_choice(seed):
+    # Peaked guides and flat bases (the pass is skipped) and the other way round (it is not).
+    rng = np.random.default_rng(seed)
+    size = 3000
+    p_base = rng.dirichlet(np.full(size, rng.choice([0.02, 1.0]))).astype(np.float32)
+    guide = Sparse(np.sort(rng.choice(size, 40, replace=False)), rng.dirichlet(np.full(40, rng.choice([0.05, 5.0]))), size)
+    for alpha in (0.1, 0.5, 0.9):
+        expected = int(np.argmax(mix(p_base, guide.dense(), alpha)))
+        assert mixture_argmax(mixture(p_base, guide, alpha, float(p_base.max()))) == expected
 
 
 def test_mixture_argmax_agrees_on_near_ties():
@@ -157,3 +171,12 @@ def test_fixed_integer_or_zero_alpha_falls_back_to_the_dense_formula():
     guide = Sparse(np.array([0]), np.array([1.0]), 2)
     assert mixture(p_base, guide, 0.0) is p_base
     assert np.array_equal(mixture(p_base, guide, 1), mix(p_base, guide.dense(), 1))
+
+
+def test_rank_with_a_known_maximum_is_the_counted_rank():
+    from blendin_local.methods import rank_in
+
+    p = np.array([0.1, 0.4, 0.4, 0.05, 0.05], dtype=np.float32)
+    top = float(p.max())
+    for token in range(len(p)):
+        assert rank_in(p, token, top) == rank_in(p, token) == int(np.count_nonzero(p > p[token]))

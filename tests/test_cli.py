@@ -146,3 +146,22 @@ def test_ctrl_c_keeps_what_was_generated():
     assert proc.returncode == 130, err.decode()
     assert len(first + rest) >= 40
     assert b"Traceback" not in err and b"stop: interrupted" in err
+
+
+def test_remote_options_fill_remote_settings_with_its_own_defaults():
+    import click
+    from click.testing import CliRunner
+
+    from blendin_local.cli import remote_options, remote_settings
+    from blendin_local.remote_backend import RemoteSettings
+
+    @click.command()
+    def show():
+        click.echo(repr(remote_settings()))
+
+    for option in reversed(remote_options()):
+        show = option(show)
+    runner = CliRunner()
+    assert runner.invoke(show, []).output.strip() == repr(RemoteSettings())
+    given = runner.invoke(show, ["--base-url", "http://h/v1", "--logprobs", "5", "--remote-timeout", "3", "--remote-retries", "0"])
+    assert given.output.strip() == repr(RemoteSettings(base_url="http://h/v1", top_k=5, timeout=3.0, retries=0))
