@@ -13,6 +13,7 @@ base vocabulary (bridge.py). Formulas follow the paper (see docs/design.md):
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import cached_property
 from typing import Union
 
 import numpy as np
@@ -38,8 +39,10 @@ class Sparse:
         out[self.index] = self.values
         return out
 
+    @cached_property
     def top(self) -> tuple[float, int]:
-        """(max, argmax) of the dense vector, the first index on ties (NaN first, as NumPy)."""
+        """(max, argmax) of the dense vector, the first index on ties (NaN first, as NumPy).
+        Cached: auto alpha and the trace's rank both ask at every intervention."""
         if len(self.values):
             i = int(self.values.argmax())
             value = float(self.values[i])
@@ -71,7 +74,7 @@ def should_intervene(pB_max: float, gamma: float) -> bool:
 def top_of(p: Distribution) -> tuple[float, int]:
     """(max p, argmax p), the first index on ties."""
     if isinstance(p, Sparse):
-        return p.top()
+        return p.top
     i = int(p.argmax())
     return float(p[i]), i
 
