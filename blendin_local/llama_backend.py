@@ -26,7 +26,7 @@ _NULL_LOG = llama.llama_log_callback(lambda level, text, user_data: None)
 _backend_ready = False
 
 
-def _init_backend() -> None:
+def init_backend() -> None:
     """Silence llama.cpp's logging (it writes straight to stderr) and initialise it once."""
     global _backend_ready
     if not _backend_ready:
@@ -54,7 +54,7 @@ class LlamaModel:
     def __init__(self, path: str | Path, options: LoadOptions = LoadOptions()):
         path = Path(path)
         check_gguf_file(path)
-        _init_backend()
+        init_backend()
         self.path = path
         self.name = path.stem
         model_params = llama.llama_model_default_params()

@@ -493,7 +493,7 @@ def child_main(args) -> None:
     t0 = perf_counter()
     options = LoadOptions(n_ctx=args.ctx, n_threads=args.threads)
     if args.child == "cold":
-        pair = BlendPair.load(options=options)
+        pair = BlendPair.load(args.base, args.guide, options=options)
         out["load_s"] = perf_counter() - t0
         t1 = perf_counter()
         bridge.VocabBridge.build(vocabulary(pair.base), vocabulary(pair.guide), base_tokenize=pair.base.tokenize,
@@ -511,7 +511,9 @@ def child_main(args) -> None:
         # compute buffers, our piece table), the bridge, then BlendIn on two prompts.
         phases = {"imports": rss_split()}
         registry = load_registry()
-        base_path, guide_path = (resolve_model(n, registry) for n in resolve_pair(DEFAULT_PAIR, registry))
+        default_base, default_guide = resolve_pair(DEFAULT_PAIR, registry)
+        base_path = resolve_model(args.base or default_base, registry)
+        guide_path = resolve_model(args.guide or default_guide, registry)
         base = LlamaModel(base_path, options)
         phases["base model"] = rss_split()
         guide = LlamaModel(guide_path, options)
@@ -532,6 +534,7 @@ def child_main(args) -> None:
 def run_child(kind: str, args, ctx: int | None = None) -> dict:
     cmd = [sys.executable, str(Path(__file__).resolve()), "--child", kind, "-t", str(args.threads),
            "-c", str(ctx or args.ctx), "--data-dir", str(args.data_dir)]
+    cmd += [arg for option, value in (("--base", args.base), ("--guide", args.guide)) if value for arg in (option, value)]
     t0 = perf_counter()
     proc = subprocess.run(cmd, capture_output=True, text=True, check=True)
     data = json.loads(proc.stdout.strip().splitlines()[-1])
@@ -779,7 +782,7 @@ def memory_table(m: dict) -> str:
 
 def report_md(results: dict) -> str:
     cfg = results["config"]
-    lines = [f"Benchmark: {cfg['prompts']} prompts x {cfg['max_tokens']} new tokens, greedy, threads {cfg['threads']} per model, "
+    lines = [f"Benchmark: {cfg.get('base', 'default base')} + {cfg.get('guide', 'default guide')}, {cfg['prompts']} prompts x {cfg['max_tokens']} new tokens, greedy, threads {cfg['threads']} per model, "
              f"n_ctx {cfg['ctx']}, turn stops {'on' if cfg['turn_stops'] else 'off'}, methods interleaved (order rotated per prompt); "
              f"{cfg['cpu']}, llama-cpp-python {cfg['llama_cpp_python']}, numpy {cfg['numpy']}; "
              f"total {results['elapsed_s'] / 60:.1f} min.", "",
@@ -845,6 +848,8 @@ def compare(old_path: str, new_path: str) -> int:
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("-t", "--threads", type=int, default=1, help="threads of each model (default 1)")
+    ap.add_argument("--base", help="base model: registry name or GGUF path (default: the default pair's)")
+    ap.add_argument("--guide", help="guide model: registry name or GGUF path (default: the default pair's)")
     ap.add_argument("-c", "--ctx", type=int, default=4096, help="n_ctx of each model (default 4096, the CLI's)")
     ap.add_argument("-n", "--max-tokens", type=int, default=128)
     ap.add_argument("--prompts", type=int, default=24, help="prompts, drawn evenly from six datasets")
@@ -892,7 +897,7 @@ def main(argv=None) -> int:
     memory = run_child("memory", args)
     print(f"memory: peak {memory['peak_rss'] / 2**20:.0f} MiB in a fresh BlendIn process", file=sys.stderr)
 
-    pair = BlendPair.load(options=LoadOptions(n_ctx=args.ctx, n_threads=args.threads))
+    pair = BlendPair.load(args.base, args.guide, options=LoadOptions(n_ctx=args.ctx, n_threads=args.threads))
     profiler = None if args.no_profile else Profiler()
     wrapper_cost = Profiler.wrapper_cost() if profiler else 0.0
     if profiler:
@@ -917,6 +922,7 @@ def main(argv=None) -> int:
     summary = summarize(runs, wrapper_cost)
     results = {
         "config": {"threads": args.threads, "ctx": args.ctx, "max_tokens": args.max_tokens, "prompts": len(prompts),
+                   "base": pair.base.name, "guide": pair.guide.name,
                    "methods": method_list, "turn_stops": args.turn_stops, "profile": profiler is not None,
                    "wrapper_cost_us": 1e6 * wrapper_cost, "llama_cpp_python": llama_cpp.__version__,
                    "numpy": np.__version__, "python": platform.python_version(),
