@@ -3,6 +3,8 @@
 The models come from the [models] extra (PyPI packages); nothing is downloaded here.
 """
 
+import signal
+
 import pytest
 
 from blendin_local.llama_backend import LoadOptions
@@ -32,3 +34,10 @@ def gemma_self_pair():
     pair = BlendPair.load("gemma3-270m", "gemma3-270m", options=LoadOptions(n_ctx=1024, n_batch=1))
     yield pair
     pair.close()
+
+
+def restore_sigint() -> None:
+    """preexec_fn for a child a test interrupts with SIGINT. A shell starts background jobs with
+    SIGINT ignored, and Python keeps a signal ignored that it finds ignored at start-up: a child
+    of a suite run that way would never see the Ctrl-C it is tested for."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)

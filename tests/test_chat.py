@@ -14,6 +14,7 @@ import pytest
 from blendin_local.chat import BufferOutput, ChatSession
 from blendin_local.generation import GenerationSettings
 from blendin_local.prompts import prompt_tokens
+from conftest import restore_sigint
 
 pytestmark = pytest.mark.models
 
@@ -195,7 +196,7 @@ def test_chat_command_reads_lines_and_ctrl_c_stops_only_the_answer():
     proc = subprocess.Popen(
         [sys.executable, "-m", "blendin_local", "chat", "--method", "base", "-n", "400", "--no-stop-new-turn",
          "-c", "1024"],
-        stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, preexec_fn=restore_sigint)
     try:
         proc.stdin.write(b"Count from 1 to 300.\n/method guide\nSay hello.\n/exit\n")
         proc.stdin.flush()

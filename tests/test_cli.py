@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 
 from blendin_local.model_registry import load_registry, locate
+from conftest import restore_sigint
 
 GUIDE_FILE = locate(load_registry().models["smollm2-135m-instruct"])
 
@@ -138,7 +139,8 @@ def test_invalid_utf8_on_stdin():
 def test_ctrl_c_keeps_what_was_generated():
     proc = subprocess.Popen([sys.executable, "-m", "blendin_local", "generate", "Write a long story about a dragon.",
                              "-n", "2000", "--method", "guide", "--no-stop-new-turn"],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, env={**os.environ, "PYTHONUNBUFFERED": "1"})
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, env={**os.environ, "PYTHONUNBUFFERED": "1"},
+                            preexec_fn=restore_sigint)
     first = proc.stdout.read(40)  # wait until text is streaming
     time.sleep(0.5)
     proc.send_signal(signal.SIGINT)

@@ -16,6 +16,7 @@ from blendin_local.eval.datasets import load_dataset, sample_items
 from blendin_local.eval.diagnose import NOT_WORTH_IT, WORTH_IT, BORDERLINE, judge_pair, suggest_gamma
 from blendin_local.eval.runs import RunFolder, read_records
 from blendin_local.model_registry import resolve_model
+from conftest import restore_sigint
 
 DATA = Path(os.environ.get("BLENDIN_DATA_DIR") or Path(__file__).resolve().parents[2] / "shared" / "data")
 pytestmark = pytest.mark.skipif(not (DATA / "gsm8k" / "test.jsonl").exists(), reason="no benchmark data folder")
@@ -86,7 +87,7 @@ def test_killed_run_resumes_without_loss_or_duplicates(tmp_path):
 def test_ctrl_c_saves_what_is_done(tmp_path):
     out = tmp_path / "run"
     proc = subprocess.Popen([sys.executable, "-m", "blendin_local", *eval_args(out, limit="8")],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, preexec_fn=restore_sigint)
     deadline = time.time() + 300
     while time.time() < deadline and not ((out / "base.jsonl").exists() and ids_in(out / "base.jsonl")):
         time.sleep(0.2)

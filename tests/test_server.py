@@ -20,6 +20,8 @@ import httpx
 import openai
 import pytest
 
+from conftest import restore_sigint
+
 pytestmark = pytest.mark.models
 
 HOST = "127.0.0.1"
@@ -46,7 +48,7 @@ class Server:
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "blendin_local", "serve", "--host", HOST, "--port", str(self.port),
              "-c", "1024", "--queue-size", str(QUEUE_SIZE), "--log-level", "warning", "--cors-origin", CORS_ORIGIN],
-            stdout=self._log_file, stderr=subprocess.STDOUT)
+            stdout=self._log_file, stderr=subprocess.STDOUT, preexec_fn=restore_sigint)
 
     def wait_ready(self, timeout: float = 120) -> None:
         deadline = time.monotonic() + timeout
