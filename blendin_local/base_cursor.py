@@ -12,14 +12,18 @@ from .bridge import VocabBridge
 from .byte_tokens import tokens_for_bytes
 
 
+def silent_controls(model) -> np.ndarray:
+    """Control tokens that do not end generation (Gemma's <start_of_image>, say): they write no
+    text, so no method ever chooses them."""
+    return np.fromiter(sorted(model.control_ids - model.eog_ids), dtype=np.int64)
+
+
 class BaseCursor:
     def __init__(self, model, bridge: VocabBridge, prompt: Sequence[int]):
         self.model, self.bridge = model, bridge
         self.tokens = list(prompt)
         self.pending = b""
-        # Control tokens that do not end generation (Gemma's <start_of_image>, say) write no
-        # text: they are never chosen.
-        self.blocked = np.fromiter(sorted(model.control_ids - model.eog_ids), dtype=np.int64)
+        self.blocked = silent_controls(model)
 
     def push_token(self, token: int) -> None:
         self._settle()

@@ -93,12 +93,18 @@ def mix(p_base: np.ndarray, p_guide: Distribution, alpha: float) -> np.ndarray:
     """alpha * p_G + (1 - alpha) * p_B, renormalised. alpha = 0 gives p_B itself, bit for bit."""
     if alpha == 0.0:
         return p_base
+    if _mixes_sparse(p_base, p_guide, alpha):
+        return _mix_sparse(p_base, p_guide, alpha)
     if isinstance(p_guide, Sparse):
-        if type(alpha) is float and p_base.dtype == np.float32:
-            return _mix_sparse(p_base, p_guide, alpha)
         p_guide = p_guide.dense()
     mixed = alpha * p_guide + (1.0 - alpha) * p_base
     return mixed / mixed.sum()
+
+
+def _mixes_sparse(p_base: np.ndarray, p_guide: Distribution, alpha: float) -> bool:
+    """Whether the sparse mixture is exact here: it reproduces the dense formula's roundings for a
+    float32 base and a Python float alpha (not 0, where `mix` returns p_base itself)."""
+    return alpha != 0.0 and isinstance(p_guide, Sparse) and type(alpha) is float and p_base.dtype == np.float32
 
 
 def _mix_sparse(p_base: np.ndarray, p_guide: Sparse, alpha: float) -> np.ndarray:
@@ -200,7 +206,7 @@ class Mixture:
 def mixture(p_base: np.ndarray, p_guide: Distribution, alpha: float, base_max: float | None = None) -> np.ndarray | Mixture:
     """`mix` for the decode loop: a Mixture (dense only if read) where that is exact and cheaper.
     `base_max`: max p_base, when the caller has it already."""
-    if alpha != 0.0 and isinstance(p_guide, Sparse) and type(alpha) is float and p_base.dtype == np.float32:
+    if _mixes_sparse(p_base, p_guide, alpha):
         return Mixture(p_base, p_guide, alpha, base_max)
     return mix(p_base, p_guide, alpha)
 

@@ -29,6 +29,7 @@ from typing import Sequence
 
 import numpy as np
 
+from .base_cursor import silent_controls
 from .blending import Sparse, softmax
 from .bridge import UNMAPPED, VocabBridge
 from .byte_tokens import tokens_for_bytes
@@ -83,9 +84,9 @@ class GuideCursor:
 
     @property
     def blocked(self) -> np.ndarray:
-        """Control tokens that write nothing and end nothing (never chosen), computed once."""
+        """The guide's silent control tokens (never chosen), computed on first use."""
         if self._blocked is None:
-            self._blocked = np.array(sorted(self.model.control_ids - self.model.eog_ids), dtype=np.int64)
+            self._blocked = silent_controls(self.model)
         return self._blocked
 
     # -- consultation -----------------------------------------------------------------------

@@ -18,6 +18,7 @@ sources are thread-safe; the GGUF source is guarded by a lock.
 
 from __future__ import annotations
 
+import importlib
 import json
 import re
 import threading
@@ -124,8 +125,18 @@ def _ids_of(value) -> list[int]:
     return []
 
 
+def _optional_module(name: str, path: Path, reading: str):
+    """A package of the `remote` extra, or one clear error naming the file it was needed for."""
+    try:
+        return importlib.import_module(name)
+    except ImportError:
+        raise BlendinError(f"{path}: reading {reading} needs the `{name}` package:"
+                           " pip install 'blendin-local[remote]'") from None
+
+
 class _SpecialsMixin:
-    """EOS/BOS/EOG and the chat template from the JSON files beside a tokenizer."""
+    """EOS/BOS/EOG and the chat template from the JSON files beside a tokenizer; the bytes of a
+    token from the subclass's `pieces` and `_special_text` (special tokens as written)."""
 
     def _apply_config(self, config: dict, generation: dict, token_id, default_bos: int, default_eos: int,
                       default_adds_bos: bool) -> None:
@@ -150,6 +161,11 @@ class _SpecialsMixin:
         self._template = _chat_template(config)
         if self.eos_id < 0 and self.eog_ids:
             self.eos_id = min(self.eog_ids)
+
+    def token_bytes(self, token: int, special: bool = False) -> bytes:
+        if special and token in self._special_text:
+            return self._special_text[token]
+        return self.pieces[token]
 
     def metadata(self, key: str) -> str | None:
         if key == "tokenizer.chat_template":
@@ -187,11 +203,7 @@ class HFTokenizerVocab(_SpecialsMixin, VocabSource):
     kind = "tokenizer.json"
 
     def __init__(self, path: Path):
-        try:
-            from tokenizers import Tokenizer
-        except ImportError:
-            raise BlendinError(f"{path}: reading a tokenizer.json needs the `tokenizers` package:"
-                               " pip install 'blendin-local[remote]'") from None
+        Tokenizer = _optional_module("tokenizers", path, "a tokenizer.json").Tokenizer
         try:
             spec = json.loads(path.read_text(encoding="utf-8"))
             self._tok = Tokenizer.from_file(str(path))
@@ -228,21 +240,13 @@ class HFTokenizerVocab(_SpecialsMixin, VocabSource):
         ids = self._tok.encode(text.decode("utf-8"), add_special_tokens=False).ids
         return ([self.bos_id] if add_bos and self.bos_id >= 0 else []) + ids
 
-    def token_bytes(self, token: int, special: bool = False) -> bytes:
-        if special and token in self._special_text:
-            return self._special_text[token]
-        return self.pieces[token]
 
 
 class SentencePieceVocab(_SpecialsMixin, VocabSource):
     kind = "sentencepiece"
 
     def __init__(self, path: Path):
-        try:
-            import sentencepiece
-        except ImportError:
-            raise BlendinError(f"{path}: reading a tokenizer.model needs the `sentencepiece` package:"
-                               " pip install 'blendin-local[remote]'") from None
+        sentencepiece = _optional_module("sentencepiece", path, "a tokenizer.model")
         sp = sentencepiece.SentencePieceProcessor()
         try:
             sp.Load(str(path))
@@ -285,10 +289,6 @@ class SentencePieceVocab(_SpecialsMixin, VocabSource):
                 ids += self._sp.EncodeAsIds(part.decode("utf-8"))
         return ids
 
-    def token_bytes(self, token: int, special: bool = False) -> bytes:
-        if special and token in self._special_text:
-            return self._special_text[token]
-        return self.pieces[token]
 
 
 _opened: dict[str, VocabSource] = {}
