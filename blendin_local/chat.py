@@ -11,7 +11,9 @@ what follows the part they hold: usually the new question alone (the answer is c
 from an earlier point where the answer's tokens differ from how the tokenizer splits its text.
 
 Ctrl-C (KeyboardInterrupt) during an answer stops that answer only: the partial answer stays
-in the history (the session says so), and the next line is read as usual.
+in the history (the session says so), and the next line is read as usual. No line ends the
+session but /exit: one that is not valid UTF-8 is refused in one line, a command that fails says
+why, and even a fault of this program is reported and the conversation kept.
 """
 
 from __future__ import annotations
@@ -26,7 +28,7 @@ from typing import Callable, Iterable, Protocol
 from .errors import BlendinError
 from .generation import Finished, GenerationResult, GenerationSettings
 from .methods import METHODS
-from .prompts import Message
+from .prompts import Message, utf8_problem
 
 HELP = """commands:
   /trace on|off     colour each piece by who decided it (base plain, blend yellow, guide green)
@@ -38,6 +40,7 @@ HELP = """commands:
   /settings         show the current settings
   /help             this list
   /exit             leave (Ctrl-D too); Ctrl-C stops the current answer only""".format(methods=", ".join(METHODS))
+UNEXPECTED_ERROR = "error: unexpected"  # starts the line of a fault that no check foresaw
 
 
 class ChatOutput(Protocol):
@@ -115,11 +118,18 @@ class ChatSession:
             except KeyboardInterrupt:  # Ctrl-C just outside an answer (ask() handles it inside one)
                 self.output.end_line()
                 self.output.info("interrupted")
+            except Exception as e:  # a fault of this program, not of the line: the conversation outlives it
+                self.output.end_line()
+                self.output.info(f"{UNEXPECTED_ERROR} {type(e).__name__}: {e} (the conversation is kept; /save writes it)")
         self.closed = True
 
     def handle(self, line: str) -> bool:
         """One line of input; False once the session should end."""
         line = line.rstrip("\r\n")
+        problem = utf8_problem(line)
+        if problem is not None:
+            self.output.info(f"that line is not valid UTF-8 ({problem}): ignored")
+            return True
         if not line.strip():
             return True
         if line.lstrip().startswith("/"):
@@ -201,6 +211,8 @@ class ChatSession:
             path.write_text(json.dumps(self.transcript(), ensure_ascii=False, indent=2) + "\n", encoding="utf-8")
         except OSError as e:
             raise BlendinError(f"cannot write {path}: {e.strerror or e}") from None
+        except ValueError as e:  # a NUL in the path
+            raise BlendinError(f"cannot write {str(path)!r}: {e}") from None
         self.output.info(f"saved {len(self.turns)} turns to {path}")
 
     def _show(self, args: list[str]) -> None:

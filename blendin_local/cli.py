@@ -3,18 +3,41 @@
 from __future__ import annotations
 
 import json
+import math
 import sys
 
 import click
 
 from . import model_registry
+from .cpu_kernels import REPACK_ENV, REPACK_SETTINGS
 from .errors import BlendinError
 from .generation import Finished, GenerationResult, GenerationSettings
 from .llama_backend import LlamaModel, LoadOptions, default_threads
 from .methods import METHODS
 from .pair import BlendPair, load_bridge
+from .prompts import PromptFormatError, check_style, utf8_problem
 
 SOURCE_COLOURS = {"base": None, "blend": "yellow", "guide": "green"}
+
+
+INT32_MAX = 2**31 - 1  # llama.cpp counts tokens, positions and layers in int32
+MAX_THREADS = 512  # ggml's GGML_MAX_N_THREADS
+
+
+class FiniteFloat(click.FloatRange):
+    """A float option that must be a number: click's float type reads "nan" and "inf" as floats,
+    and nan passes every range check of click.FloatRange (it fails no comparison)."""
+
+    name = "float"
+
+    def convert(self, value, param, ctx):
+        number = super().convert(value, param, ctx)
+        if not math.isfinite(number):
+            self.fail(f"{number} is not a finite number", param, ctx)
+        return number
+
+
+FINITE_FLOAT = FiniteFloat()
 
 
 class AlphaType(click.ParamType):
@@ -24,9 +47,53 @@ class AlphaType(click.ParamType):
         if value is None or value == "auto":
             return None
         try:
-            return float(value)
+            number = float(value)
         except ValueError:
             self.fail(f"{value!r} is neither 'auto' nor a number", param, ctx)
+        if not math.isfinite(number):
+            self.fail(f"{value!r} is neither 'auto' nor a finite number", param, ctx)
+        return number
+
+
+class Utf8Text(click.ParamType):
+    """Text from the command line. An argument that is not UTF-8 reaches Python as lone surrogates
+    (surrogateescape), which fail as a traceback wherever the text is encoded; here it is one error
+    naming the option. read_text_as_utf8 gives this type to every text parameter of every command."""
+
+    name = "text"
+
+    def convert(self, value, param, ctx):
+        value = click.STRING.convert(value, param, ctx)
+        problem = utf8_problem(value)
+        if problem is not None:
+            self.fail(f"not valid UTF-8 ({problem})", param, ctx)
+        return value
+
+
+class PromptStyleType(Utf8Text):
+    """--base-prompt/--guide-prompt: a builtin style or a format, checked as the option is read."""
+
+    name = "plain|chat|raw|FORMAT"
+
+    def convert(self, value, param, ctx):
+        try:
+            return check_style(super().convert(value, param, ctx))
+        except PromptFormatError as e:
+            self.fail(e.problem, param, ctx)
+
+
+def read_text_as_utf8(command: click.Command) -> None:
+    """Every plain text parameter of `command` and its subcommands becomes Utf8Text: one check for
+    all of them, including options added later, since main() calls this on the finished tree."""
+    for param in command.params:
+        if param.type is click.STRING:
+            param.type = UTF8_TEXT
+    if isinstance(command, click.Group):
+        for subcommand in command.commands.values():
+            read_text_as_utf8(subcommand)
+
+
+UTF8_TEXT = Utf8Text()
 
 
 def model_options(f):
@@ -35,10 +102,13 @@ def model_options(f):
         click.option("--base", help="Base model: registry name or GGUF path [default: the default pair's]."),
         click.option("--guide", help="Guide model: registry name or GGUF path [default: the default pair's]."),
         click.option("--anti", help="The guide's untuned counterpart, for --method proxy."),
-        click.option("-c", "--ctx-size", type=click.IntRange(16), default=4096, show_default=True, help="Context size of each model."),
-        click.option("-t", "--threads", type=click.IntRange(1), default=None, help=f"CPU threads [default: {default_threads()}]."),
-        click.option("--gpu-layers", type=click.IntRange(-1), default=0, show_default=True,
+        click.option("-c", "--ctx-size", type=click.IntRange(16, INT32_MAX), default=4096, show_default=True, help="Context size of each model."),
+        click.option("-t", "--threads", type=click.IntRange(1, MAX_THREADS), default=None, help=f"CPU threads [default: {default_threads()}]."),
+        click.option("--gpu-layers", type=click.IntRange(-1, INT32_MAX), default=0, show_default=True,
                      help="Layers to offload (Metal/CUDA builds of llama-cpp-python; -1 = all)."),
+        click.option("--repack", type=click.Choice(REPACK_SETTINGS), default=None,
+                     help="llama.cpp's AMX/repacked CPU kernels: auto tests once whether they run on this CPU,"
+                          f" on uses them, off avoids them (llama.cpp's --no-repack) [default: ${REPACK_ENV} or auto]."),
         *remote_options(),
     ]):
         f = option(f)
@@ -76,11 +146,11 @@ def remote_options() -> list:
         option("--guide-vocab", help="The guide's vocabulary for --guide-url (as --base-vocab)."),
         option("--guide-prompt-format", type=formats, default="text", show_default=True,
                help="Send the guide's prompt as text or token ids."),
-        option("--logprobs", "remote_top_k", type=click.IntRange(1), default=20, show_default=True,
+        option("--logprobs", "remote_top_k", type=click.IntRange(1, INT32_MAX), default=20, show_default=True,
                help="Top log-probabilities asked of a server per token (vLLM: at most its --max-logprobs)."),
-        option("--remote-timeout", type=click.FloatRange(0.1), default=60.0, show_default=True,
+        option("--remote-timeout", type=FiniteFloat(0.1, 86400), default=60.0, show_default=True,
                help="Seconds to wait for one server answer."),
-        option("--remote-retries", type=click.IntRange(0), default=3, show_default=True,
+        option("--remote-retries", type=click.IntRange(0, 10), default=3, show_default=True,
                help="Retries (with doubling waits) after a connection error or a 5xx answer."),
     ]
 
@@ -95,8 +165,8 @@ def remote_settings():
     return RemoteSettings(**values)
 
 
-def load_pair(base, guide, anti, ctx_size, threads, gpu_layers) -> BlendPair:
-    options = LoadOptions(n_ctx=ctx_size, n_threads=threads, gpu_layers=gpu_layers)
+def load_pair(base, guide, anti, ctx_size, threads, gpu_layers, repack) -> BlendPair:
+    options = LoadOptions(n_ctx=ctx_size, n_threads=threads, gpu_layers=gpu_layers, repack=repack)
     remote = remote_settings()
     if remote.used or remote.base_model or remote.guide_model or remote.base_vocab or remote.guide_vocab:
         from .remote_backend import load_pair as load_remote_pair
@@ -116,20 +186,20 @@ def cli():
 @click.option("-p", "--prompt", help="The prompt (or give it as the argument, or on stdin).")
 @click.option("-s", "--system", help="System prompt.")
 @click.option("--method", type=click.Choice(METHODS), default="blendin", show_default=True)
-@click.option("-n", "--max-tokens", type=int, default=256, show_default=True)
-@click.option("--temp", "temperature", type=float, default=0.0, show_default=True, help="0 = greedy.")
-@click.option("--top-p", type=float, default=1.0, show_default=True)
-@click.option("--top-k", type=int, default=0, show_default=True, help="0 = off.")
-@click.option("--min-p", type=float, default=0.0, show_default=True)
+@click.option("-n", "--max-tokens", type=click.IntRange(max=INT32_MAX), default=256, show_default=True)
+@click.option("--temp", "temperature", type=FINITE_FLOAT, default=0.0, show_default=True, help="0 = greedy.")
+@click.option("--top-p", type=FINITE_FLOAT, default=1.0, show_default=True)
+@click.option("--top-k", type=click.IntRange(max=INT32_MAX), default=0, show_default=True, help="0 = off.")
+@click.option("--min-p", type=FINITE_FLOAT, default=0.0, show_default=True)
 @click.option("--seed", type=int, default=None, help="Seed for sampling [default: random, reported].")
-@click.option("--gamma", type=float, default=0.4, show_default=True, help="Intervene when the base's top-1 probability is below this (1.01 = always).")
+@click.option("--gamma", type=FINITE_FLOAT, default=0.4, show_default=True, help="Intervene when the base's top-1 probability is below this (1.01 = always).")
 @click.option("--alpha", type=AlphaType(), default="auto", show_default=True, help="Guide weight in an intervention.")
 @click.option("--nudging-chunk", type=int, default=16, show_default=True, help="Tokens the guide drafts per Nudging round.")
 @click.option("--stop", multiple=True, help="Stop string (repeatable).")
 @click.option("--stop-new-turn/--no-stop-new-turn", default=True, show_default=True,
               help="Stop where the base starts a new turn (\\nQuestion:, \\nQ:, \\nUser:, \\nHuman:).")
-@click.option("--base-prompt", default="plain", show_default=True, help="plain | chat | raw | a format with {prompt} and {system}.")
-@click.option("--guide-prompt", default="chat", show_default=True, help="plain | chat | raw | a format with {prompt} and {system}.")
+@click.option("--base-prompt", type=PromptStyleType(), default="plain", show_default=True, help="plain | chat | raw | a format with {prompt} and {system} ({{ and }} write braces).")
+@click.option("--guide-prompt", type=PromptStyleType(), default="chat", show_default=True, help="plain | chat | raw | a format with {prompt} and {system} ({{ and }} write braces).")
 @click.option("--trace", is_flag=True, help="Colour tokens by who decided them (base plain, blend yellow, guide green);"
               " a per-token table on stderr at the end.")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object at the end.")
@@ -137,7 +207,7 @@ def cli():
 @model_options
 def generate(prompt_arg, prompt, system, method, max_tokens, temperature, top_p, top_k, min_p, seed, gamma, alpha,
              nudging_chunk, stop, stop_new_turn, base_prompt, guide_prompt, trace, as_json, no_stream,
-             base, guide, anti, ctx_size, threads, gpu_layers):
+             base, guide, anti, ctx_size, threads, gpu_layers, repack):
     """Generate an answer to PROMPT with one of the paper's methods."""
     text = read_prompt(prompt_arg, prompt)
     settings = GenerationSettings.checked(
@@ -146,7 +216,7 @@ def generate(prompt_arg, prompt, system, method, max_tokens, temperature, top_p,
         stop_at_new_turn=stop_new_turn, system=system, base_prompt=base_prompt, guide_prompt=guide_prompt)
     if method == "proxy" and anti is None:
         raise BlendinError("--method proxy needs the guide's untuned counterpart: pass --anti PATH|NAME")
-    pair = load_pair(base, guide, anti, ctx_size, threads, gpu_layers)
+    pair = load_pair(base, guide, anti, ctx_size, threads, gpu_layers, repack)
     streaming = not (no_stream or as_json)
     result = run_generation(pair, text, settings, stream=streaming, trace=trace)
     if streaming and not result.text.endswith("\n"):
@@ -283,6 +353,17 @@ def models_bridge(base, guide):
     click.echo(f"  control  {stats['control_tokens']:7}  (end-of-generation tokens map to the base's EOS; the rest map nowhere)")
 
 
+@cli.command()
+@click.option("--json", "as_json", is_flag=True, help="One JSON object instead of the table.")
+@click.option("--no-probe", is_flag=True, help="Do not run the CPU-kernel probe when no verdict is cached.")
+def doctor(as_json, no_probe):
+    """What this installation is: versions, llama.cpp build, CPU, kernel probe, models, extras."""
+    from . import doctor as doctor_report
+
+    report = doctor_report.collect(run_probe=not no_probe)
+    click.echo(json.dumps(report, indent=1) if as_json else doctor_report.render(report))
+
+
 from .cli_eval import diagnose, eval_group  # noqa: E402  (these commands build on the options above)
 
 cli.add_command(eval_group)
@@ -296,6 +377,7 @@ cli.add_command(serve)
 
 
 def main(argv=None) -> None:
+    read_text_as_utf8(cli)
     try:
         cli.main(args=argv, prog_name="blendin", standalone_mode=False)
     except click.exceptions.Abort:

@@ -61,6 +61,9 @@ class TerminalOutput:
 
 def terminal_lines(interactive: bool) -> Iterator[str]:
     """Lines typed by the user until Ctrl-D; Ctrl-C at the prompt only clears the line."""
+    # Bytes that are not UTF-8 arrive as lone surrogates, for the session to refuse that one line;
+    # strict decoding would end the whole chat (and lose the conversation) with a traceback.
+    sys.stdin.reconfigure(errors="surrogateescape")
     if interactive:
         try:
             import readline  # noqa: F401  (line editing and history for input())
@@ -84,7 +87,7 @@ def terminal_lines(interactive: bool) -> Iterator[str]:
 @click.option("--trace", is_flag=True, help="Start with /trace on: pieces coloured by who decided them"
               " (base plain, blend yellow, guide green).")
 @model_options
-def chat(trace, base, guide, anti, ctx_size, threads, gpu_layers, **options):
+def chat(trace, base, guide, anti, ctx_size, threads, gpu_layers, repack, **options):
     """Chat with a blended pair in the terminal, turn after turn.
 
     Type a question, or a command: /trace on|off, /method NAME, /gamma X, /alpha X|auto, /reset,
@@ -94,7 +97,7 @@ def chat(trace, base, guide, anti, ctx_size, threads, gpu_layers, **options):
     settings = settings_from_options(options)
     if settings.method == "proxy" and anti is None:
         raise BlendinError("--method proxy needs the guide's untuned counterpart: pass --anti PATH|NAME")
-    pair = load_pair(base, guide, anti, ctx_size, threads, gpu_layers)
+    pair = load_pair(base, guide, anti, ctx_size, threads, gpu_layers, repack)
     interactive = sys.stdin.isatty()
     try:
         if interactive:

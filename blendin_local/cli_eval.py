@@ -7,8 +7,9 @@ from pathlib import Path
 
 import click
 
-from .cli import AlphaType, load_pair, model_options
+from .cli import FINITE_FLOAT, INT32_MAX, AlphaType, load_pair, model_options
 from .errors import BlendinError
+from .generation import GenerationSettings
 from .llama_backend import default_threads
 from .eval.datasets import DATASETS, DEFAULT_SEED, load_dataset, resolve_data_dir, sample_items
 from .eval.judge import Judge
@@ -38,16 +39,16 @@ def model_identity(model) -> dict:
 @click.group("eval", invoke_without_command=True)
 @click.option("--dataset", type=click.Choice(DATASETS), help="The benchmark to run.")
 @click.option("--methods", default="base,guide,nudging,blendin", show_default=True, help="Comma-separated, or all.")
-@click.option("--limit", type=int, default=None, help="A seeded subset of this many items [default: all].")
+@click.option("--limit", type=click.IntRange(1), default=None, help="A seeded subset of this many items [default: all].")
 @click.option("--sample-seed", type=int, default=DEFAULT_SEED, show_default=True, help="Seed of the subset (the paper's).")
 @click.option("--data-dir", type=click.Path(), default=None, help="Folder with the benchmark files [default: $BLENDIN_DATA_DIR].")
 @click.option("--out", type=click.Path(path_type=Path), help="Run folder (one JSON line per sample and method).")
 @click.option("--resume", is_flag=True, help="Continue the run in --out.")
 @click.option("--jobs", type=click.IntRange(1, 32), default=1, show_default=True, help="Samples at once (one pair each).")
-@click.option("-n", "--max-tokens", type=int, default=512, show_default=True)
-@click.option("--temp", "temperature", type=float, default=0.0, show_default=True)
+@click.option("-n", "--max-tokens", type=click.IntRange(max=INT32_MAX), default=512, show_default=True)
+@click.option("--temp", "temperature", type=FINITE_FLOAT, default=0.0, show_default=True)
 @click.option("--seed", type=int, default=0, show_default=True, help="Sampling seed of every sample.")
-@click.option("--gamma", type=float, default=0.4, show_default=True)
+@click.option("--gamma", type=FINITE_FLOAT, default=0.4, show_default=True)
 @click.option("--alpha", type=AlphaType(), default="auto", show_default=True)
 @click.option("--nudging-chunk", type=int, default=16, show_default=True)
 @click.option("--judge-url", help="An OpenAI-compatible endpoint for an LLM judge, e.g. http://127.0.0.1:8080/v1.")
@@ -59,7 +60,7 @@ def model_identity(model) -> dict:
 @click.pass_context
 def eval_group(ctx, dataset, methods, limit, sample_seed, data_dir, out, resume, jobs, max_tokens, temperature, seed,
                gamma, alpha, nudging_chunk, judge_url, judge_model, loglik, no_progress, base, guide, anti, ctx_size,
-               threads, gpu_layers):
+               threads, gpu_layers, repack):
     """Run the paper's experiments on a benchmark: `blendin eval --dataset gsm8k --limit 200 --out runs/gsm8k`."""
     if ctx.invoked_subcommand is not None:
         return
@@ -67,17 +68,18 @@ def eval_group(ctx, dataset, methods, limit, sample_seed, data_dir, out, resume,
         raise BlendinError("blendin eval needs --dataset and --out (or a subcommand: report)")
     if (judge_url is None) != (judge_model is None):
         raise BlendinError("--judge-url and --judge-model go together")
-    method_list = parse_methods(methods, anti is not None)
-    items = sample_items(load_dataset(dataset, resolve_data_dir(data_dir)), limit, sample_seed)
     common = dict(max_tokens=max_tokens, temperature=temperature, seed=seed, gamma=gamma, alpha=alpha,
                   nudging_chunk=nudging_chunk)
+    GenerationSettings.checked(**common)  # a bad number is one line before the data and the models load
+    method_list = parse_methods(methods, anti is not None)
+    items = sample_items(load_dataset(dataset, resolve_data_dir(data_dir)), limit, sample_seed)
     judge = None
     if judge_url:
         judge = Judge(judge_url, judge_model)
         judge.check()
     # N pairs split the threads: llama.cpp's spinning threads slow ~10x when they outnumber cores.
     share = threads if jobs == 1 else max(1, (threads or default_threads()) // jobs)
-    pairs = [load_pair(base, guide, anti, ctx_size, share, gpu_layers) for _ in range(jobs)]
+    pairs = [load_pair(base, guide, anti, ctx_size, share, gpu_layers, repack) for _ in range(jobs)]
     config = {
         "format": 1, "dataset": dataset, "limit": limit, "sample_seed": sample_seed, "n_items": len(items),
         "base": model_identity(pairs[0].base), "guide": model_identity(pairs[0].guide),
@@ -116,19 +118,21 @@ def eval_report(run_dirs, out):
 @click.option("--dataset", type=click.Choice(DATASETS), default="gsm8k", show_default=True)
 @click.option("--limit", type=click.IntRange(1), default=20, show_default=True)
 @click.option("--data-dir", type=click.Path(), default=None, help="Folder with the benchmark files [default: $BLENDIN_DATA_DIR].")
-@click.option("-n", "--max-tokens", type=int, default=128, show_default=True)
-@click.option("--gamma", type=float, default=0.4, show_default=True)
+@click.option("-n", "--max-tokens", type=click.IntRange(max=INT32_MAX), default=128, show_default=True)
+@click.option("--gamma", type=FINITE_FLOAT, default=0.4, show_default=True)
 @click.option("--json", "as_json", is_flag=True, help="Print the diagnosis as one JSON object.")
 @model_options
-def diagnose(dataset, limit, data_dir, max_tokens, gamma, as_json, base, guide, anti, ctx_size, threads, gpu_layers):
+def diagnose(dataset, limit, data_dir, max_tokens, gamma, as_json, base, guide, anti, ctx_size, threads, gpu_layers,
+             repack):
     """Before a long run: is this pair worth it? Exit code 0 worth it, 3 borderline, 4 not worth it."""
     import json
 
     from .eval.diagnose import judge_pair
     from .eval.runner import run_samples
 
+    GenerationSettings.checked(max_tokens=max_tokens, gamma=gamma)  # before the data and the models load
     items = sample_items(load_dataset(dataset, resolve_data_dir(data_dir)), limit)
-    pair = load_pair(base, guide, anti, ctx_size, threads, gpu_layers)
+    pair = load_pair(base, guide, anti, ctx_size, threads, gpu_layers, repack)
     coverage = pair.bridge.stats().as_dict()
     records: dict[str, list[dict]] = {"blendin": [], "nudging": []}
     folder = InMemoryRun(dataset)

@@ -58,9 +58,11 @@ class GenerationSettings(BaseModel):
         except ValidationError as e:
             first = e.errors()[0]
             where = ".".join(str(part) for part in first["loc"]) or "settings"
-            raise BlendinError(f"invalid {where}: {first['msg']} (got {first.get('input')!r})") from None
-        check_style(settings.base_prompt)
-        check_style(settings.guide_prompt)
+            got = repr(first.get("input"))
+            got = got if len(got) <= 80 else got[:77] + "..."  # the input may be megabytes
+            raise BlendinError(f"invalid {where}: {first['msg']} (got {got})") from None
+        check_style(settings.base_prompt, "base_prompt")
+        check_style(settings.guide_prompt, "guide_prompt")
         return settings
 
     def sampler(self) -> SamplerSettings:
@@ -106,7 +108,7 @@ class GenerationResult:
     n_interventions: int
     intervention_rate: float
     alpha_mean: float | None
-    stop_reason: str  # eos | stop | length | context | interrupted
+    stop_reason: str  # eos | stop | length | context | interrupted | time
     elapsed_s: float
     tokens_per_s: float
     seed: int | None
@@ -138,6 +140,8 @@ class Generation:
                     f"the prompt is {len(prompt)} tokens for {model.name} but its context holds {model.n_ctx}"
                     f" (at least one more is needed to answer): shorten it or raise -c/--ctx-size")
             model.begin_request(prompt)
+        self.prompt_lengths = {"base": len(base_prompt), "guide": len(guide_prompt)}  # in tokens
+        self.max_tokens = settings.max_tokens  # a server may lower it before iterating (its own limit)
         # Without a seed, draw one and report it, so that any sampled answer can be reproduced.
         self.seed = settings.seed if settings.seed is not None else int(np.random.SeedSequence().entropy % 2**63)
         self.ctx = DecodeContext(
@@ -164,7 +168,7 @@ class Generation:
             yield self.pair.anti, guide_prompt
 
     def __iter__(self) -> Iterator[StepEvent | Finished]:
-        for _ in range(self.settings.max_tokens):
+        for _ in range(self.max_tokens):
             try:
                 decision = self.method.step(self.ctx)
             except ContextFull:
@@ -182,6 +186,11 @@ class Generation:
                 self.stop_reason = "stop"
                 break
         yield Finished(self.stream.finish(), self.result())
+
+    def finish_early(self, stop_reason: str) -> Finished:
+        """The Finished event for a generation its caller ends between two steps (say, a server's
+        time limit): the text held back so far is let out, as at any end."""
+        return Finished(self.stream.finish(), self.result(stop_reason))
 
     def commit(self, d: Decision) -> None:
         """Append a decision to every model's view of the text."""

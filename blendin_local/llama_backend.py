@@ -18,6 +18,7 @@ import numpy as np
 
 import llama_cpp.llama_cpp as llama
 
+from .cpu_kernels import GATE, repack_setting
 from .errors import BlendinError
 from .gguf_file import check_gguf_file, explain_load_failure
 
@@ -46,6 +47,7 @@ class LoadOptions:
     n_batch: int = 512
     gpu_layers: int = 0
     vocab_only: bool = False  # the tokenizer alone: no weights, no context (for bridge reports)
+    repack: str | None = None  # llama.cpp's extra CPU buffers: auto|on|off, None = $BLENDIN_REPACK or auto (cpu_kernels.py)
 
 
 class LlamaModel:
@@ -60,6 +62,9 @@ class LlamaModel:
         model_params = llama.llama_model_default_params()
         model_params.n_gpu_layers = options.gpu_layers
         model_params.vocab_only = options.vocab_only
+        if not options.vocab_only:
+            # Decided once per process, before the first weights load (a crash here is a signal).
+            model_params.use_extra_bufts = GATE.allows_extra_buffers(repack_setting(options.repack), [path])
         model = llama.llama_model_load_from_file(str(path).encode(), model_params)
         if not model:
             raise BlendinError(explain_load_failure(path))
@@ -102,8 +107,10 @@ class LlamaModel:
             raise BlendinError(f"{self.path}: llama.cpp could not create a context of {ctx_params.n_ctx} tokens")
         self._ctx = ctx
         self._memory = llama.llama_get_memory(ctx)
+        # What llama.cpp allocated, not what was asked: it rounds the context up (16 -> 256) but
+        # caps the batch at the requested context, and a larger batch aborts the process.
         self.n_ctx = llama.llama_n_ctx(ctx)
-        self.n_batch = options.n_batch
+        self.n_batch = min(options.n_batch, llama.llama_n_batch(ctx), llama.llama_n_ubatch(ctx))
         self._batch = llama.llama_batch_init(self.n_batch, 0, 1)
 
     # -- vocabulary -------------------------------------------------------------------------

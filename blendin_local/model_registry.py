@@ -13,16 +13,19 @@ import importlib
 import importlib.util
 import json
 import os
-import tomllib
 from dataclasses import dataclass
 from importlib.resources import files
 from pathlib import Path
 
-from .errors import BlendinError
+from .errors import BlendinError, install_hint
+
+try:
+    import tomllib
+except ModuleNotFoundError:  # Python 3.10: the same parser as the `tomli` package (a dependency there)
+    import tomli as tomllib
 
 MODELS_DIR_ENV = "BLENDIN_MODELS_DIR"
 DEFAULT_PAIR = "default"
-_INSTALL_HINT = "pip install 'blendin-local[models]'"
 
 
 @dataclass(frozen=True)
@@ -85,7 +88,7 @@ def resolve_pair(name: str, registry: Registry | None = None) -> tuple[str, str]
 def package_dir(module: str, package: str) -> Path:
     spec = importlib.util.find_spec(module)
     if spec is None or not spec.submodule_search_locations:
-        raise BlendinError(f"the model package '{package}' is not installed: {_INSTALL_HINT}")
+        raise BlendinError(f"the model package '{package}' is not installed: {install_hint('models')}")
     return Path(next(iter(spec.submodule_search_locations)))
 
 

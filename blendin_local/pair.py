@@ -8,14 +8,24 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Sequence
 
 from .bridge import Vocabulary, VocabBridge
+from .cpu_kernels import GATE, repack_setting
 from .errors import BlendinError
+from .gguf_file import check_gguf_file
 from .generation import Finished, Generation, GenerationResult, GenerationSettings
 from .llama_backend import LlamaModel, LoadOptions
 from .model_registry import DEFAULT_PAIR, load_registry, models_dir, resolve_model, resolve_pair
 from .prompts import Message
+
+
+def check_kernels(options: LoadOptions, paths: Sequence[Path]) -> None:
+    """Settle whether llama.cpp's extra CPU buffers run here before any model loads, probing with
+    the smallest of the pair's (checked) files: a guide loads faster than its base."""
+    if not options.vocab_only:
+        GATE.allows_extra_buffers(repack_setting(options.repack), paths)
 
 
 def vocabulary(model: LlamaModel) -> Vocabulary:
@@ -53,11 +63,18 @@ class BlendPair:
         """Models by registry name or GGUF path; missing names come from the default pair."""
         registry = load_registry()
         default_base, default_guide = resolve_pair(DEFAULT_PAIR, registry)
-        base_model = LlamaModel(resolve_model(base or default_base, registry), options)
-        guide_model = LlamaModel(resolve_model(guide or default_guide, registry), options)
+        base_path = resolve_model(base or default_base, registry)
+        guide_path = resolve_model(guide or default_guide, registry)
+        anti_path = resolve_model(anti, registry) if anti is not None else None
+        paths = [p for p in (base_path, guide_path, anti_path) if p is not None]
+        for path in paths:
+            check_gguf_file(path)  # every file before any load: a bad guide fails before the base loads
+        check_kernels(options, paths)
+        base_model = LlamaModel(base_path, options)
+        guide_model = LlamaModel(guide_path, options)
         anti_model = None
-        if anti is not None:
-            anti_model = LlamaModel(resolve_model(anti, registry), options)
+        if anti_path is not None:
+            anti_model = LlamaModel(anti_path, options)
             if anti_model.pieces != guide_model.pieces:
                 raise BlendinError(f"--anti {anti} must share the guide's vocabulary ({guide_model.name}), and it does not")
         return cls(base_model, guide_model, load_bridge(base_model, guide_model), anti_model)

@@ -25,7 +25,7 @@ import threading
 from functools import lru_cache
 from pathlib import Path
 
-from .errors import BlendinError
+from .errors import BlendinError, install_hint
 
 # Names of end-of-generation tokens across model families, for sources that do not mark them.
 EOG_NAMES = ("</s>", "<eos>", "<|endoftext|>", "<|im_end|>", "<|eot_id|>", "<|end_of_text|>", "<end_of_turn>",
@@ -130,8 +130,7 @@ def _optional_module(name: str, path: Path, reading: str):
     try:
         return importlib.import_module(name)
     except ImportError:
-        raise BlendinError(f"{path}: reading {reading} needs the `{name}` package:"
-                           " pip install 'blendin-local[remote]'") from None
+        raise BlendinError(f"{path}: reading {reading} needs the `{name}` package: {install_hint('remote')}") from None
 
 
 class _SpecialsMixin:

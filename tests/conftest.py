@@ -41,3 +41,14 @@ def restore_sigint() -> None:
     SIGINT ignored, and Python keeps a signal ignored that it finds ignored at start-up: a child
     of a suite run that way would never see the Ctrl-C it is tested for."""
     signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
+@pytest.fixture(scope="session", autouse=True)
+def kernel_verdict_settled():
+    """Settle (and cache) whether llama.cpp's AMX/repacked kernels run here before any test starts a
+    child process: on a CPU where they crash, the process that finds out prints a notice line,
+    and tests that count a child's stderr lines must not be that process."""
+    from blendin_local.cpu_kernels import GATE, repack_setting
+    from blendin_local.model_registry import resolve_model
+
+    GATE.allows_extra_buffers(repack_setting(None), [resolve_model("smollm2-135m-instruct")])

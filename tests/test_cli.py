@@ -9,6 +9,8 @@ import time
 from pathlib import Path
 
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from blendin_local.model_registry import load_registry, locate
 from conftest import restore_sigint
@@ -167,3 +169,75 @@ def test_remote_options_fill_remote_settings_with_its_own_defaults():
     assert runner.invoke(show, []).output.strip() == repr(RemoteSettings())
     given = runner.invoke(show, ["--base-url", "http://h/v1", "--logprobs", "5", "--remote-timeout", "3", "--remote-retries", "0"])
     assert given.output.strip() == repr(RemoteSettings(base_url="http://h/v1", top_k=5, timeout=3.0, retries=0))
+
+
+# -- hostile arguments (issue 12): one line, never a traceback --------------------------------
+
+def test_arguments_that_are_not_utf8_are_one_line_naming_the_option():
+    # bytes arguments reach Python through surrogateescape, as from a shell's $'\xff'
+    assert_one_line_error(blendin("generate", b"Hi \xff"), "'[PROMPT]'", "not valid UTF-8 (byte 0xff at character 3)",
+                          code=2)
+    assert_one_line_error(blendin("generate", "-s", b"\xff", "Hi"), "'--system'", "byte 0xff", code=2)
+    assert_one_line_error(blendin("generate", "--stop", b"a\xfe", "Hi"), "'--stop'", "byte 0xfe", code=2)
+
+
+@pytest.mark.parametrize("option, fmt, needle", [
+    ("--base-prompt", "{prompt", "opens no placeholder"), ("--guide-prompt", "}{prompt}", "closes no placeholder"),
+    ("--base-prompt", "{prompt}}x}", "closes no placeholder"),
+    ("--base-prompt", "{prompt:{prompt.__class__.__mro__}}", "opens no placeholder"),
+    ("--guide-prompt", "{prompt:>10000000}", "format spec"), ("--base-prompt", "{prompt!x}", "conversion"),
+])
+def test_prompt_formats_are_parsed_as_the_option_is_read(option, fmt, needle):
+    line = assert_one_line_error(blendin("generate", "Hi", option, fmt), f"'{option}'", needle, code=2)
+    assert "class" not in line.replace("__class__", "")
+
+
+def text_parameters():
+    """(command path, command, parameter) for every text parameter of every command, after main()'s check."""
+    import click
+
+    from blendin_local.cli import Utf8Text, cli, read_text_as_utf8
+
+    read_text_as_utf8(cli)
+    found = []
+
+    def walk(command, path):
+        for param in command.params:
+            assert param.type is not click.STRING, (path, param.name)  # every one goes through Utf8Text
+            if isinstance(param.type, Utf8Text):
+                found.append((tuple(path), command, param))
+        for name, sub in getattr(command, "commands", {}).items():
+            walk(sub, [*path, name])
+
+    walk(cli, [])
+    return found
+
+
+TEXT_PARAMETERS = text_parameters()
+
+
+def test_every_command_has_its_text_checked():
+    commands = {path[0] for path, _, _ in TEXT_PARAMETERS}
+    assert {"generate", "chat", "serve", "eval", "models"} <= commands, commands
+
+
+@settings(max_examples=200, deadline=None, database=None,
+          suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(where=st.sampled_from(TEXT_PARAMETERS), before=st.text(max_size=8), after=st.text(max_size=8),
+       byte=st.integers(0x80, 0xFF))
+def test_a_text_parameter_that_is_not_utf8_is_one_line_and_exit_2(where, before, after, byte, capsys):
+    from blendin_local.cli import main
+
+    path, command, param = where
+    value = f"{before}{bytes([byte]).decode('utf-8', 'surrogateescape')}{after}"
+    if param.param_type_name == "option":  # --name=value, so that a value starting with "-" stays a value
+        name = max(param.opts, key=len)
+        argv = [*path, f"{name}={value}" if name.startswith("--") else f"{name}{value}"]
+    else:  # an argument, after "--" for the same reason: the ones before it get ordinary values
+        arguments = [p for p in command.params if p.param_type_name == "argument"]
+        argv = [*path, "--", *["x"] * arguments.index(param), value]
+    with pytest.raises(SystemExit) as exit_:
+        main(argv)
+    err = capsys.readouterr().err
+    assert exit_.value.code == 2, err
+    assert len(err.strip().splitlines()) == 1 and "not valid UTF-8" in err and f"byte 0x{byte:02x}" in err, err

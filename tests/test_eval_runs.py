@@ -17,6 +17,7 @@ from blendin_local.eval.diagnose import NOT_WORTH_IT, WORTH_IT, BORDERLINE, judg
 from blendin_local.eval.runs import RunFolder, read_records
 from blendin_local.model_registry import resolve_model
 from conftest import restore_sigint
+import llama_cpp_server
 
 DATA = Path(os.environ.get("BLENDIN_DATA_DIR") or Path(__file__).resolve().parents[2] / "shared" / "data")
 pytestmark = pytest.mark.skipif(not (DATA / "gsm8k" / "test.jsonl").exists(), reason="no benchmark data folder")
@@ -140,7 +141,7 @@ def test_unknown_dataset(tmp_path):
 
 
 def test_limit_zero(tmp_path):
-    one_line(blendin(*eval_args(tmp_path / "r", limit="0")), "--limit must be at least 1", code=1)
+    one_line(blendin(*eval_args(tmp_path / "r", limit="0")), "'--limit': 0 is not in the range x>=1", code=2)
 
 
 def test_missing_and_malformed_data_files(tmp_path):
@@ -170,9 +171,9 @@ def free_port():
 
 def test_judge_on_a_local_llama_cpp_server(tmp_path):
     port = free_port()
-    server = subprocess.Popen([sys.executable, "-m", "llama_cpp.server", "--model",
+    server = subprocess.Popen(llama_cpp_server.command("--model",
                                str(resolve_model("smollm2-135m-instruct")), "--host", "127.0.0.1", "--port", str(port),
-                               "--n_ctx", "2048"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+                               "--n_ctx", "2048"), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
         url = f"http://127.0.0.1:{port}/v1"
         import httpx

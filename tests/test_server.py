@@ -40,14 +40,15 @@ def free_port() -> int:
 
 
 class Server:
-    def __init__(self, tmp: Path):
+    def __init__(self, tmp: Path, args: tuple[str, ...] = ()):
         self.port = free_port()
         self.url = f"http://{HOST}:{self.port}"
         self.log = tmp / "server.log"
         self._log_file = open(self.log, "wb")
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "blendin_local", "serve", "--host", HOST, "--port", str(self.port),
-             "-c", "1024", "--queue-size", str(QUEUE_SIZE), "--log-level", "warning", "--cors-origin", CORS_ORIGIN],
+             "-c", "1024", "--queue-size", str(QUEUE_SIZE), "--log-level", "warning", "--cors-origin", CORS_ORIGIN,
+             *args],
             stdout=self._log_file, stderr=subprocess.STDOUT, preexec_fn=restore_sigint)
 
     def wait_ready(self, timeout: float = 120) -> None:

@@ -20,7 +20,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from ..errors import BlendinError
+from ..errors import BlendinError, install_hint
 
 
 @dataclass(frozen=True)
@@ -108,7 +108,7 @@ def _language_detector() -> tuple[Callable[[str], str], type[Exception]]:
         import langdetect
     except ImportError as error:
         raise BlendinError(
-            "IFEval language checks need the 'langdetect' package: pip install 'blendin-local[eval]'"
+            f"IFEval language checks need the 'langdetect' package: {install_hint('eval')}"
         ) from error
     # langdetect samples n-grams at random; a fixed seed makes every verdict reproducible.
     langdetect.DetectorFactory.seed = 0

@@ -15,7 +15,7 @@ from math import sqrt
 from pathlib import Path
 from statistics import mean, pstdev
 
-from ..errors import BlendinError
+from ..errors import BlendinError, install_hint
 from ..methods import METHODS
 from .runs import read_run
 
@@ -136,7 +136,7 @@ def _pyplot():
     try:
         import matplotlib
     except ImportError:
-        raise BlendinError("reports draw their figures with matplotlib: pip install 'blendin-local[eval]'") from None
+        raise BlendinError(f"reports draw their figures with matplotlib: {install_hint('eval')}") from None
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 

@@ -4,7 +4,10 @@
     out/<method>.jsonl     one line per sample, appended and flushed the moment it is scored
 
 A folder holding a different configuration is refused, never mixed. Resuming reads the lines
-already there (a line cut short by a crash is dropped) and skips those samples.
+already there and skips those samples. Each record goes to disk with its newline in one write,
+and a failed write is undone, so only a crash (kill -9, power loss) can leave a torn line, and
+only the last one: reading drops it (or keeps it when just its newline is missing), and resuming
+first cuts it from the file, so that the next record starts on a line of its own.
 """
 
 from __future__ import annotations
@@ -44,11 +47,7 @@ class RunFolder:
         """The folder for `config`: new, or (with resume) the same configuration continued."""
         config_file = path / CONFIG_FILE
         if config_file.exists():
-            try:
-                old = json.loads(config_file.read_text())
-            except ValueError:
-                raise BlendinError(f"{config_file}: not a readable run configuration") from None
-            diff = _differences(old, config)
+            diff = _differences(_read_config(config_file), config)
             if diff:
                 raise BlendinError(f"{path} holds a run with a different configuration ({'; '.join(diff[:3])}): "
                                    "use another --out folder")
@@ -69,35 +68,80 @@ class RunFolder:
         return sample_id in self.done.get(method, ())
 
     def append(self, method: str, record: dict) -> None:
-        line = json.dumps(record, ensure_ascii=False) + "\n"
-        with self._lock, (self.path / f"{method}.jsonl").open("a", encoding="utf-8") as f:
-            f.write(line)
-            f.flush()
-            os.fsync(f.fileno())
+        line = _record_line(record)
+        with self._lock:
+            fd = os.open(self.path / f"{method}.jsonl", os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o666)
+            try:
+                size = os.fstat(fd).st_size
+                try:
+                    _write_all(fd, line)
+                    os.fsync(fd)
+                except OSError:  # a disk full, say: leave no torn line for the next record to follow
+                    os.ftruncate(fd, size)
+                    raise
+            finally:
+                os.close(fd)
             self.done.setdefault(method, set()).add(record["id"])
 
 
+def _record_line(record: dict) -> bytes:
+    try:
+        return (json.dumps(record, ensure_ascii=False) + "\n").encode("utf-8")
+    except UnicodeEncodeError:  # a lone surrogate (a judge's JSON may carry \ud800): ASCII escapes read back the same
+        return (json.dumps(record) + "\n").encode("ascii")
+
+
+def _write_all(fd: int, data: bytes) -> None:
+    view = memoryview(data)
+    while view:
+        view = view[os.write(fd, view):]
+
+
+def _read_config(config_file: Path) -> dict:
+    try:
+        config = json.loads(config_file.read_bytes())
+    except (ValueError, RecursionError):
+        config = None
+    if not isinstance(config, dict):
+        raise BlendinError(f"{config_file}: not a readable run configuration")
+    return config
+
+
+def _parse_record(line: bytes) -> dict | None:
+    """The record on one line, or None if the line is not one."""
+    try:
+        record = json.loads(line)
+    except (ValueError, RecursionError):  # UnicodeDecodeError is a ValueError
+        return None
+    return record if isinstance(record, dict) and isinstance(record.get("id"), str) else None
+
+
 def read_records(path: Path, repair: bool = False) -> list[dict]:
-    """The samples of one method file. A last line cut short by a crash is dropped (and, with
-    `repair`, cut from the file so that appending goes on cleanly); any other bad line is an error."""
-    records = []
+    """The samples of one method file. A last line without its newline was cut by a crash: it is
+    kept if it holds a whole record and dropped if not; with `repair` the file is then made to end
+    on a newline (given to the whole record, or the torn bytes cut). Any other bad line is an error."""
     raw = path.read_bytes()
-    lines = raw.split(b"\n")
-    complete, tail = lines[:-1], lines[-1]
-    for number, line in enumerate(complete, 1):
+    body, _, tail = raw.rpartition(b"\n")
+    records = []
+    for number, line in enumerate(body.split(b"\n"), 1):
         if not line.strip():
             continue
-        try:
-            records.append(json.loads(line))
-        except ValueError:
-            raise BlendinError(f"{path}, line {number}: not a JSON record") from None
-    if tail.strip():
-        try:
-            records.append(json.loads(tail))
-        except ValueError:
-            if repair:
-                with path.open("r+b") as f:
-                    f.truncate(len(raw) - len(tail))
+        record = _parse_record(line)
+        if record is None:
+            raise BlendinError(f"{path}, line {number}: not a JSON record with an id")
+        records.append(record)
+    last = _parse_record(tail) if tail.strip() else None
+    if last is not None:
+        records.append(last)
+    if repair and tail:
+        with path.open("r+b") as f:
+            if last is not None:
+                f.seek(len(raw))
+                f.write(b"\n")
+            else:
+                f.truncate(len(raw) - len(tail))
+            f.flush()
+            os.fsync(f.fileno())
     return records
 
 
@@ -106,5 +150,4 @@ def read_run(path: Path) -> tuple[dict, dict[str, list[dict]]]:
     config_file = path / CONFIG_FILE
     if not config_file.exists():
         raise BlendinError(f"{path}: not a run folder (no {CONFIG_FILE})")
-    config = json.loads(config_file.read_text())
-    return config, {f.stem: read_records(f) for f in sorted(path.glob("*.jsonl"))}
+    return _read_config(config_file), {f.stem: read_records(f) for f in sorted(path.glob("*.jsonl"))}
