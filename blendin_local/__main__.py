@@ -1,3 +1,3 @@
-from .cli import main
+from blendin_local.interfaces.cli import main
 
 main()

@@ -11,14 +11,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
 
-from .bridge import Vocabulary, VocabBridge
-from .cpu_kernels import GATE, repack_setting
-from .errors import BlendinError
-from .gguf_file import check_gguf_file
-from .generation import Finished, Generation, GenerationResult, GenerationSettings
-from .llama_backend import LlamaModel, LoadOptions
-from .model_registry import DEFAULT_PAIR, load_registry, models_dir, resolve_model, resolve_pair
-from .prompts import Message
+from blendin_local.engine.bridge import Vocabulary, VocabBridge
+from blendin_local.backends.cpu_kernels import GATE, repack_setting
+from blendin_local.errors import BlendinError
+from blendin_local.backends.gguf_file import check_gguf_file
+from blendin_local.engine.generation import Finished, Generation, GenerationResult, GenerationSettings
+from blendin_local.backends.llama import LlamaModel, LoadOptions
+from blendin_local.backends.registry import DEFAULT_PAIR, load_registry, models_dir, resolve_model, resolve_pair
+from blendin_local.engine.prompts import Message
 
 
 def check_kernels(options: LoadOptions, paths: Sequence[Path]) -> None:

@@ -51,13 +51,23 @@ sys.path.insert(0, str(ROOT))
 import llama_cpp  # noqa: E402
 import llama_cpp.llama_cpp as llama  # noqa: E402
 
-from blendin_local import base_cursor, blending, bridge, generation, guide_cursor, methods  # noqa: E402
-from blendin_local.byte_tokens import tokens_for_bytes  # noqa: E402
-from blendin_local.generation import Finished, GenerationSettings  # noqa: E402
-from blendin_local.llama_backend import LlamaModel, LoadOptions, default_threads  # noqa: E402
-from blendin_local.model_registry import DEFAULT_PAIR, load_registry, resolve_model, resolve_pair  # noqa: E402
+from blendin_local.engine import base_cursor  # noqa: E402
+
+from blendin_local.engine import blending  # noqa: E402
+
+from blendin_local.engine import bridge  # noqa: E402
+
+from blendin_local.engine import generation  # noqa: E402
+
+from blendin_local.engine import guide_cursor  # noqa: E402
+
+from blendin_local.engine import methods  # noqa: E402
+from blendin_local.engine.byte_tokens import tokens_for_bytes  # noqa: E402
+from blendin_local.engine.generation import Finished, GenerationSettings  # noqa: E402
+from blendin_local.backends.llama import LlamaModel, LoadOptions, default_threads  # noqa: E402
+from blendin_local.backends.registry import DEFAULT_PAIR, load_registry, resolve_model, resolve_pair  # noqa: E402
 from blendin_local.pair import BlendPair, as_messages, load_bridge, vocabulary  # noqa: E402
-from blendin_local.prompts import prompt_tokens  # noqa: E402
+from blendin_local.engine.prompts import prompt_tokens  # noqa: E402
 
 METHODS = ("base", "guide", "nudging", "blendin", "ensemble", "reference")
 DATASETS = ("gsm8k", "arc_easy", "truthfulqa", "xstest", "ifeval", "justeval")

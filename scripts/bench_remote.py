@@ -10,12 +10,12 @@ then: python scripts/bench_remote.py [BASE_URL GUIDE_URL]
 import sys
 import time
 
-from blendin_local.generation import GenerationSettings
-from blendin_local.llama_backend import LoadOptions
-from blendin_local.model_registry import resolve_model
+from blendin_local.engine.generation import GenerationSettings
+from blendin_local.backends.llama import LoadOptions
+from blendin_local.backends.registry import resolve_model
 from blendin_local.pair import BlendPair
-from blendin_local.remote_backend import RemoteModel, RemoteSpec, build_pair
-from blendin_local.vocab_sources import open_vocab
+from blendin_local.backends.remote import RemoteModel, RemoteSpec, build_pair
+from blendin_local.backends.vocab_sources import open_vocab
 
 PROMPTS = ("How do I make a cup of tea?", "Why is the sky blue?", "Write a haiku about the sea.")
 base_url, guide_url = (sys.argv[1:3] if len(sys.argv) > 2 else

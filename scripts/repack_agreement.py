@@ -19,8 +19,8 @@ import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from blendin_local.generation import GenerationSettings  # noqa: E402
-from blendin_local.llama_backend import LoadOptions  # noqa: E402
+from blendin_local.engine.generation import GenerationSettings  # noqa: E402
+from blendin_local.backends.llama import LoadOptions  # noqa: E402
 from blendin_local.pair import BlendPair  # noqa: E402
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 from prompts import INVARIANT_PROMPTS  # noqa: E402

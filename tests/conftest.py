@@ -7,7 +7,7 @@ import signal
 
 import pytest
 
-from blendin_local.llama_backend import LoadOptions
+from blendin_local.backends.llama import LoadOptions
 from blendin_local.pair import BlendPair
 
 OPTIONS = LoadOptions(n_ctx=1024)
@@ -48,7 +48,7 @@ def kernel_verdict_settled():
     """Settle (and cache) whether llama.cpp's AMX/repacked kernels run here before any test starts a
     child process: on a CPU where they crash, the process that finds out prints a notice line,
     and tests that count a child's stderr lines must not be that process."""
-    from blendin_local.cpu_kernels import GATE, repack_setting
-    from blendin_local.model_registry import resolve_model
+    from blendin_local.backends.cpu_kernels import GATE, repack_setting
+    from blendin_local.backends.registry import resolve_model
 
     GATE.allows_extra_buffers(repack_setting(None), [resolve_model("smollm2-135m-instruct")])

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import llama_cpp.llama_cpp as llama
 
-from blendin_local.cpu_kernels import GATE, repack_setting
+from blendin_local.backends.cpu_kernels import GATE, repack_setting
 
 SCRIPT = Path(__file__)
 

@@ -8,8 +8,8 @@ from typing import Callable, Sequence
 
 import numpy as np
 
-from blendin_local.bridge import PrefixFinder
-from blendin_local.byte_tokens import greedy_tokens
+from blendin_local.engine.bridge import PrefixFinder
+from blendin_local.engine.byte_tokens import greedy_tokens
 
 EOS = b"<eos>"
 

@@ -48,8 +48,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Iterator
 
-from ..errors import BlendinError
-from .scoring import gold_number
+from blendin_local.errors import BlendinError
+from blendin_local.eval.scoring import gold_number
 
 DATA_DIR_ENV = "BLENDIN_DATA_DIR"
 DEFAULT_SEED = 609

@@ -20,7 +20,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from ..errors import BlendinError, install_hint
+from blendin_local.errors import BlendinError, install_hint
 
 
 @dataclass(frozen=True)

@@ -13,8 +13,8 @@ import re
 
 import httpx
 
-from ..errors import BlendinError
-from .datasets import EvalItem
+from blendin_local.errors import BlendinError
+from blendin_local.eval.datasets import EvalItem
 
 CHECK_TIMEOUT_S = 5.0
 JUDGE_TIMEOUT_S = 120.0

@@ -15,9 +15,9 @@ from math import sqrt
 from pathlib import Path
 from statistics import mean, pstdev
 
-from ..errors import BlendinError, install_hint
-from ..methods import METHODS
-from .runs import read_run
+from blendin_local.errors import BlendinError, install_hint
+from blendin_local.engine.methods import METHODS
+from blendin_local.eval.runs import read_run
 
 
 @dataclass(frozen=True)
@@ -56,7 +56,7 @@ def score_interval(scores: list[float], z: float = 1.96) -> tuple[float, float] 
 
 
 def _ifeval_extra(records: list[dict]) -> dict:
-    from .ifeval import aggregate
+    from blendin_local.eval.ifeval import aggregate
 
     scores = [{k: r["scoring"][k] for k in ("strict", "loose", "prompt_strict", "prompt_loose")} for r in records]
     return {k: round(v, 4) for k, v in aggregate(scores).items() if k.endswith(("strict", "loose"))}

@@ -19,13 +19,13 @@ from typing import Callable, Sequence
 
 from tqdm import tqdm
 
-from ..generation import GenerationSettings
-from ..likelihood import forced_logprob
-from ..prompts import Message
-from .datasets import EvalItem
-from .judge import Judge
-from .runs import RunFolder
-from .scoring import score_item
+from blendin_local.engine.generation import GenerationSettings
+from blendin_local.engine.likelihood import forced_logprob
+from blendin_local.engine.prompts import Message
+from blendin_local.eval.datasets import EvalItem
+from blendin_local.eval.judge import Judge
+from blendin_local.eval.runs import RunFolder
+from blendin_local.eval.scoring import score_item
 
 
 LOGLIK_PREFIX = "Answer:"  # forced before each option, not scored: the answer form of the base's prompt

@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from threading import Lock
 
-from ..errors import BlendinError
+from blendin_local.errors import BlendinError
 
 CONFIG_FILE = "config.json"
 

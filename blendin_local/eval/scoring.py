@@ -61,10 +61,10 @@ import string
 from decimal import Decimal
 from typing import TYPE_CHECKING
 
-from ..errors import BlendinError
+from blendin_local.errors import BlendinError
 
 if TYPE_CHECKING:
-    from .datasets import EvalItem
+    from blendin_local.eval.datasets import EvalItem
 
 # A leading minus only when it cannot be subtraction ("16-3"); commas only as thousands groups.
 _NUMBER = re.compile(r"(?<![\w.])([-−])?\$?(\d{1,3}(?:,\d{3})+(?!\d)|\d+)(\.\d+)?")
@@ -256,7 +256,7 @@ def _score_justeval(item: EvalItem, output: str) -> dict:
 
 def _score_ifeval(item: EvalItem, output: str) -> dict:
     # Imported on use: only this dataset needs the instruction checks (and their language detector).
-    from . import ifeval
+    from blendin_local.eval import ifeval
 
     try:
         parsed = ifeval.parse_item(item.meta["record"])

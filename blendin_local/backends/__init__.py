@@ -1,0 +1,1 @@
+"""Model backends behind the engine's model interface: llama.cpp in-process (with GGUF checks and the CPU-kernel probe), OpenAI-compatible servers (with local vocabularies), and the model registry."""

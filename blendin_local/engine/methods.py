@@ -1,0 +1,251 @@
+"""Decoding methods as interchangeable objects: each decides the next piece of text.
+
+The loop (generation.py) calls `step(ctx)` and commits the Decision it returns to both
+models' cursors; a method only reads distributions and chooses. All but `guide` choose a base
+token; `guide` and Nudging's inserted words choose guide tokens.
+"""
+
+from __future__ import annotations
+
+import re
+from abc import ABC, abstractmethod
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from blendin_local.engine.base_cursor import BaseCursor
+from blendin_local.engine.blending import Mixture, as_array, blend, proxy_tune, should_intervene, softmax, top_of
+from blendin_local.engine.guide_cursor import GuideCursor, Proposal
+from blendin_local.engine.sampling import SamplerSettings, choose
+
+METHODS = ("base", "guide", "nudging", "blendin", "ensemble", "proxy")
+
+
+@dataclass
+class Decision:
+    piece: bytes
+    source: str  # "base": the base alone; "blend": an intervention; "guide": the guide's own token
+    base_token: int | None = None  # the base token chosen, when the choice was on the base vocabulary
+    guide_tokens: list[int] | None = None  # the guide's whole token sequence, when the guide chose
+    proposal: Proposal | None = None  # the guide's proposal, when it was consulted for a base token
+    anti_proposal: Proposal | None = None
+    base_top_p: float | None = None
+    alpha: float | None = None
+    guide_rank: int | None = None  # at an intervention: the rank of the guide's top token in p_B (0 = top)
+    end: bool = False  # an end-of-generation token
+
+
+class NextToken:
+    """A method's distribution over the base vocabulary for the next token, and why.
+
+    `probs` may be given as a blending.Mixture: the greedy choice then needs no dense vector,
+    and reading `probs` builds it (the same array `blending.mix` gives).
+    """
+
+    __slots__ = ("distribution", "source", "base_top_p", "alpha", "guide_rank", "proposal", "anti_proposal")
+
+    def __init__(self, probs: np.ndarray | Mixture, source: str, base_top_p: float | None, alpha: float | None = None,
+                 guide_rank: int | None = None, proposal: Proposal | None = None, anti_proposal: Proposal | None = None):
+        self.distribution = probs
+        self.source, self.base_top_p, self.alpha, self.guide_rank = source, base_top_p, alpha, guide_rank
+        self.proposal, self.anti_proposal = proposal, anti_proposal
+
+    @property
+    def probs(self) -> np.ndarray:
+        return as_array(self.distribution)
+
+    def decision(self, token: int, model) -> Decision:
+        return Decision(piece=model.pieces[token], source=self.source, base_token=token, proposal=self.proposal,
+                        anti_proposal=self.anti_proposal, base_top_p=self.base_top_p, alpha=self.alpha,
+                        guide_rank=self.guide_rank, end=token in model.eog_ids)
+
+
+@dataclass
+class DecodeContext:
+    base: BaseCursor
+    guide: GuideCursor
+    anti: GuideCursor | None
+    sampler: SamplerSettings
+    rng: np.random.Generator
+
+    def base_decision(self, next_token: NextToken) -> Decision:
+        return next_token.decision(choose(next_token.distribution, self.sampler, self.rng), self.base.model)
+
+    def guide_decision(self, tokens: list[int], piece: bytes, base_top_p: float | None) -> Decision:
+        return Decision(piece=piece, source="guide", guide_tokens=tokens, base_top_p=base_top_p,
+                        end=tokens[-1] in self.guide.model.eog_ids)
+
+
+class OnBaseVocabulary(ABC):
+    """A method that chooses from a distribution over the base vocabulary."""
+
+    @abstractmethod
+    def next_token(self, ctx: DecodeContext) -> NextToken: ...
+
+    def step(self, ctx: DecodeContext) -> Decision:
+        return ctx.base_decision(self.next_token(ctx))
+
+
+class BaseOnly(OnBaseVocabulary):
+    def next_token(self, ctx: DecodeContext) -> NextToken:
+        p = ctx.base.probs()
+        return NextToken(p, "base", float(p.max()))
+
+
+class GuideOnly:
+    """The guide alone, on its own tokens (it decides every token, so it never heals)."""
+
+    def step(self, ctx: DecodeContext) -> Decision:
+        proposal = ctx.guide.propose()
+        token = choose(guide_choosable(ctx.guide, proposal.native), ctx.sampler, ctx.rng)
+        return ctx.guide_decision(proposal.anchor + [token], ctx.guide.bridge.guide.pieces[token], None)
+
+
+def guide_choosable(cursor: GuideCursor, probs: np.ndarray) -> np.ndarray:
+    """Guide probabilities without control tokens that write nothing and do not end the text."""
+    blocked = cursor.blocked
+    if len(blocked):
+        probs = probs.copy()
+        probs[blocked] = 0.0
+    return probs
+
+
+@dataclass
+class BlendIn(OnBaseVocabulary):
+    """The paper's method: the base decides while confident, else the reliability-weighted blend.
+    Ensemble is this with alpha = 0.5 at every token."""
+
+    gamma: float = 0.4
+    alpha: float | None = None  # None: the paper's auto alpha
+
+    def next_token(self, ctx: DecodeContext) -> NextToken:
+        p_base = ctx.base.probs()
+        top = float(p_base.max())
+        if not should_intervene(top, self.gamma):
+            return NextToken(p_base, "base", top)
+        proposal = ctx.guide.propose()
+        guide = proposal.guide  # sparse on the base vocabulary: the dense 262k vector is never built
+        mixed = blend(p_base, guide, self.alpha, top)
+        return NextToken(mixed.probs, "blend", top, mixed.alpha, rank_in(p_base, top_of(guide)[1], top), proposal)
+
+
+def rank_in(probs: np.ndarray, token: int, top: float | None = None) -> int:
+    """How many tokens `probs` prefers to `token` (0: it is the top token). `top`: max probs,
+    when known; at the top token no pass over the vocabulary is needed."""
+    if top is not None and probs[token] == top:
+        return 0
+    return int(np.count_nonzero(probs > probs[token]))
+
+
+def ensemble() -> BlendIn:
+    return BlendIn(gamma=float("inf"), alpha=0.5)
+
+
+class ProxyTuning(OnBaseVocabulary):
+    """p_B * p_G / p_G0 at every token; the anti-model G0 shares the guide's vocabulary and prompt."""
+
+    def next_token(self, ctx: DecodeContext) -> NextToken:
+        p_base = ctx.base.probs()
+        guide, anti = ctx.guide.propose(), ctx.anti.propose()
+        return NextToken(proxy_tune(p_base, guide.on_base, anti.on_base), "blend", float(p_base.max()),
+                         proposal=guide, anti_proposal=anti)
+
+
+_WORD = re.compile(rb"\s*\S+")
+
+
+@dataclass
+class Nudging:
+    """Fei et al. (2024), word-level: when the base is unsure, the guide drafts a chunk and its
+    words are inserted, one at a time, until the base is confident again or would write the
+    guide's next word itself; then the base goes on alone until it is unsure.
+
+    Words go in token by token (each guide token is one trace entry) and the checks run where a
+    whole word has gone in. A draft's last word counts only if the draft ended there (an end
+    token): a chunk cut at its token limit may stop mid-word.
+    """
+
+    gamma: float = 0.4
+    chunk: int = 16
+    lookahead: int = 8  # base tokens read at most to find the word it would write next
+    queue: list[tuple[int, bytes]] = field(default_factory=list)  # guide tokens still to insert
+    text: bytes = b""  # the inserted part of the draft so far, then what is queued
+    inserted: int = 0  # bytes of `text` inserted so far
+    word_ends: frozenset[int] = frozenset()
+
+    def step(self, ctx: DecodeContext) -> Decision:
+        if self.queue and self.inserted in self.word_ends and self._base_takes_over(ctx):
+            self.queue = []
+        if not self.queue:
+            p_base = ctx.base.probs()
+            top = float(p_base.max())
+            if not should_intervene(top, self.gamma):
+                return ctx.base_decision(NextToken(p_base, "base", top))
+            self._draft(ctx)
+        token, piece = self.queue.pop(0)
+        self.inserted += len(piece)
+        return ctx.guide_decision(ctx.guide.state.tokens + [token], piece, None)
+
+    def _base_takes_over(self, ctx: DecodeContext) -> bool:
+        if not should_intervene(float(ctx.base.probs().max()), self.gamma):
+            return True
+        match = _WORD.match(self.text, self.inserted)
+        return match is not None and self._base_next_word(ctx.base) == match.group(0)
+
+    def _base_next_word(self, base: BaseCursor) -> bytes:
+        """The word the base would write next, greedily; its cursor is left as it was."""
+        saved = list(base.tokens)
+        written = b""
+        for _ in range(self.lookahead):
+            token = int(np.argmax(base.probs()))
+            if token in base.model.eog_ids:
+                break
+            written += base.model.pieces[token]
+            base.push_token(token)
+            match = _WORD.match(written)
+            if match and match.end() < len(written):
+                break
+        base.tokens = saved
+        match = _WORD.match(written)
+        return match.group(0) if match else written
+
+    def _draft(self, ctx: DecodeContext) -> None:
+        guide = ctx.guide
+        proposal = guide.propose()
+        tokens, first_piece = _choose_route(guide, proposal, ctx)
+        guide.take(tokens[:-1])  # the drafted tokens are committed one by one as they go in
+        drafted = [(tokens[-1], first_piece)]
+        eog = guide.model.eog_ids
+        while len(drafted) < self.chunk and tokens[-1] not in eog:
+            p = softmax(guide.model.logits(tokens)[0])
+            token = choose(guide_choosable(guide, p), ctx.sampler, ctx.rng)
+            tokens.append(token)
+            drafted.append((token, guide.bridge.guide.pieces[token]))
+        text = b"".join(piece for _, piece in drafted)
+        words = _WORD.findall(text)
+        ended = tokens[-1] in eog
+        if not ended and len(words) > 1:
+            words = words[:-1]
+        keep = len(b"".join(words))
+        queue, covered = [], 0
+        for token, piece in drafted:
+            if covered >= keep and not (ended and token in eog):
+                break
+            queue.append((token, piece))
+            covered += len(piece)
+        ends, total = set(), 0
+        for word in words:
+            total += len(word)
+            ends.add(total)
+        self.queue, self.text, self.inserted, self.word_ends = queue, text, 0, frozenset(ends)
+
+
+def _choose_route(guide: GuideCursor, proposal: Proposal, ctx: DecodeContext) -> tuple[list[int], bytes]:
+    """The guide's own next token at a possibly healed boundary: (its token sequence, new bytes)."""
+    options = [(list(r.tokens), r.rest, r.mass) for r in proposal.extension_routes]
+    if proposal.native is not None:
+        native = guide_choosable(guide, proposal.native)
+        token = choose(native, ctx.sampler, ctx.rng)
+        options.append((list(proposal.native_prefix) + [token], guide.bridge.guide.pieces[token], float(native[token])))
+    tokens, rest, _ = options[choose(np.array([mass for _, _, mass in options]), ctx.sampler, ctx.rng)]
+    return proposal.anchor + tokens, rest

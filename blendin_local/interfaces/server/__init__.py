@@ -1,0 +1,1 @@
+"""blendin serve: an OpenAI-compatible HTTP API over one loaded pair."""

@@ -1,0 +1,226 @@
+"""`blendin eval`, `report` and `diagnose` end to end: resumable runs, refusals, the judge, the verdict."""
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from blendin_local.errors import BlendinError
+from blendin_local.eval.datasets import load_dataset, sample_items
+from blendin_local.eval.diagnose import NOT_WORTH_IT, WORTH_IT, BORDERLINE, judge_pair, suggest_gamma
+from blendin_local.eval.runs import RunFolder, read_records
+from blendin_local.backends.registry import resolve_model
+from conftest import restore_sigint
+import llama_cpp_server
+
+DATA = Path(os.environ.get("BLENDIN_DATA_DIR") or Path(__file__).resolve().parents[3] / "shared" / "data")
+pytestmark = pytest.mark.skipif(not (DATA / "gsm8k" / "test.jsonl").exists(), reason="no benchmark data folder")
+
+
+def blendin(*args, timeout=600):
+    return subprocess.run([sys.executable, "-m", "blendin_local", *args], capture_output=True, timeout=timeout)
+
+
+def eval_args(out, *extra, limit="3", methods="base"):
+    return ["eval", "--dataset", "gsm8k", "--limit", limit, "--methods", methods, "-n", "24", "--data-dir", str(DATA),
+            "--out", str(out), "--no-progress", *extra]
+
+
+def ids_in(path):
+    return [r["id"] for r in read_records(path)]
+
+
+# -- run folders --------------------------------------------------------------------------------
+
+
+def test_a_folder_with_another_configuration_is_refused(tmp_path):
+    RunFolder.open(tmp_path / "run", {"dataset": "gsm8k", "settings": {"gamma": 0.4}}, resume=False)
+    with pytest.raises(BlendinError, match="different configuration.*gamma"):
+        RunFolder.open(tmp_path / "run", {"dataset": "gsm8k", "settings": {"gamma": 0.3}}, resume=True)
+    with pytest.raises(BlendinError, match="--resume"):
+        RunFolder.open(tmp_path / "run", {"dataset": "gsm8k", "settings": {"gamma": 0.4}}, resume=False)
+    (tmp_path / "other").mkdir()
+    (tmp_path / "other" / "notes.txt").write_text("mine")
+    with pytest.raises(BlendinError, match="not empty"):
+        RunFolder.open(tmp_path / "other", {"dataset": "gsm8k"}, resume=False)
+
+
+def test_a_line_cut_by_a_crash_is_dropped_and_repaired(tmp_path):
+    folder = RunFolder.open(tmp_path, {"dataset": "x"}, resume=False)
+    folder.append("base", {"id": "a", "score": 1})
+    with (tmp_path / "base.jsonl").open("a") as f:
+        f.write('{"id": "b", "sco')
+    again = RunFolder.open(tmp_path, {"dataset": "x"}, resume=True)
+    assert again.done["base"] == {"a"}
+    again.append("base", {"id": "b", "score": 0})
+    assert ids_in(tmp_path / "base.jsonl") == ["a", "b"]
+
+
+# -- the command ----------------------------------------------------------------------------------
+
+
+def test_killed_run_resumes_without_loss_or_duplicates(tmp_path):
+    out = tmp_path / "run"
+    proc = subprocess.Popen([sys.executable, "-m", "blendin_local", *eval_args(out, limit="6", methods="base,guide")],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    deadline = time.time() + 300
+    while time.time() < deadline and len(ids_in(out / "base.jsonl") if (out / "base.jsonl").exists() else []) < 2:
+        time.sleep(0.2)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait(timeout=30)
+    before = {m: ids_in(out / f"{m}.jsonl") for m in ("base", "guide") if (out / f"{m}.jsonl").exists()}
+    assert 2 <= sum(map(len, before.values())) < 12
+    resumed = blendin(*eval_args(out, "--resume", limit="6", methods="base,guide"))
+    assert resumed.returncode == 0, resumed.stderr.decode()
+    expected = {item.id for item in sample_items(load_dataset("gsm8k", DATA), 6)}
+    for method in ("base", "guide"):
+        ids = ids_in(out / f"{method}.jsonl")
+        assert len(ids) == len(set(ids)) == 6 and set(ids) == expected
+        assert ids[: len(before.get(method, []))] == before.get(method, [])  # nothing rewritten
+
+
+def test_ctrl_c_saves_what_is_done(tmp_path):
+    out = tmp_path / "run"
+    proc = subprocess.Popen([sys.executable, "-m", "blendin_local", *eval_args(out, limit="8")],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, preexec_fn=restore_sigint)
+    deadline = time.time() + 300
+    while time.time() < deadline and not ((out / "base.jsonl").exists() and ids_in(out / "base.jsonl")):
+        time.sleep(0.2)
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 130 and b"--resume" in err and b"Traceback" not in err
+
+
+def test_record_fields_and_report(tmp_path):
+    out = tmp_path / "run"
+    done = blendin(*eval_args(out, limit="2", methods="base,blendin"))
+    assert done.returncode == 0, done.stderr.decode()
+    record = read_records(out / "blendin.jsonl")[0]
+    for key in ("id", "question", "output", "score", "stop_reason", "n_tokens", "n_interventions",
+                "intervention_rate", "alpha_mean", "alphas", "seconds", "tokens_per_s"):
+        assert key in record
+    assert json.loads((out / "config.json").read_text())["dataset"] == "gsm8k"
+    report = blendin("eval", "report", str(out), "--out", str(tmp_path / "report"))
+    assert report.returncode == 0, report.stderr.decode()
+    text = (tmp_path / "report" / "report.md").read_text()
+    assert "| blendin | 2 |" in text and "| base | 2 |" in text
+    for png in ("intervention_vs_score.png", "alpha_histograms.png"):
+        assert (tmp_path / "report" / png).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert (tmp_path / "report" / "summary.csv").read_text().startswith("dataset,method,n,score")
+
+
+def test_two_jobs_give_the_same_answers_as_one(tmp_path):
+    one = blendin(*eval_args(tmp_path / "one", limit="2", methods="base,blendin"))
+    two = blendin(*eval_args(tmp_path / "two", "--jobs", "2", limit="2", methods="base,blendin"))
+    assert one.returncode == 0 and two.returncode == 0, two.stderr.decode()
+    for method in ("base", "blendin"):
+        by_id = lambda run: {r["id"]: r["output"] for r in read_records(tmp_path / run / f"{method}.jsonl")}
+        assert by_id("one") == by_id("two")
+
+
+# -- bad input -------------------------------------------------------------------------------------
+
+
+def one_line(proc, *needles, code=None):
+    err = proc.stderr.decode().strip()
+    assert proc.returncode != 0 and (code is None or proc.returncode == code), err
+    assert "Traceback" not in err and len(err.splitlines()) == 1, err
+    for needle in needles:
+        assert needle in err, err
+    return err
+
+
+def test_unknown_dataset(tmp_path):
+    one_line(blendin("eval", "--dataset", "squad", "--out", str(tmp_path / "r")), "squad")
+
+
+def test_limit_zero(tmp_path):
+    one_line(blendin(*eval_args(tmp_path / "r", limit="0")), "'--limit': 0 is not in the range x>=1", code=2)
+
+
+def test_missing_and_malformed_data_files(tmp_path):
+    (tmp_path / "data" / "gsm8k").mkdir(parents=True)
+    one_line(blendin("eval", "--dataset", "xstest", "--data-dir", str(tmp_path / "data"), "--out", str(tmp_path / "r")),
+             "xstest_prompts.csv", code=1)
+    (tmp_path / "data" / "gsm8k" / "test.jsonl").write_text('{"question": "q", "answer": "#### 1"}\n{"question": "q2"\n')
+    one_line(blendin("eval", "--dataset", "gsm8k", "--data-dir", str(tmp_path / "data"), "--out", str(tmp_path / "r")),
+             "test.jsonl", "line 2", code=1)
+
+
+def test_unreachable_judge_fails_in_seconds(tmp_path):
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]  # nothing listens here once the socket closes
+    started = time.time()
+    proc = blendin(*eval_args(tmp_path / "r", "--judge-url", f"http://127.0.0.1:{port}/v1", "--judge-model", "m"))
+    one_line(proc, "judge", "unreachable", code=1)
+    assert time.time() - started < 30
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_judge_on_a_local_llama_cpp_server(tmp_path):
+    port = free_port()
+    server = subprocess.Popen(llama_cpp_server.command("--model",
+                               str(resolve_model("smollm2-135m-instruct")), "--host", "127.0.0.1", "--port", str(port),
+                               "--n_ctx", "2048"), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        url = f"http://127.0.0.1:{port}/v1"
+        import httpx
+        for _ in range(600):
+            try:
+                if httpx.get(f"{url}/models", timeout=1).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                time.sleep(0.1)
+        out = tmp_path / "judged"
+        proc = blendin(*eval_args(out, "--judge-url", url, "--judge-model", "smollm2", limit="2"))
+        assert proc.returncode == 0, proc.stderr.decode()
+        records = read_records(out / "base.jsonl")
+        assert all(isinstance(r["judge"]["reply"], str) and r["judge"]["reply"] for r in records)
+        assert json.loads((out / "config.json").read_text())["judge"]["url"] == url
+    finally:
+        server.terminate()
+        server.wait(timeout=30)
+
+
+# -- diagnose ----------------------------------------------------------------------------------------
+
+
+def records(rate, ranks=(0,), alphas=(0.6,), tops=(0.3, 0.9)):
+    return [{"intervention_rate": rate, "guide_ranks": list(ranks), "alphas": list(alphas), "base_top_p": list(tops)}]
+
+
+COVERAGE = {"exact_pct": 94.0, "prefix_pct": 6.0, "unmapped_pct": 0.0}
+
+
+def test_verdicts():
+    assert judge_pair(COVERAGE, records(0.05), records(0.04)).exit_code == WORTH_IT
+    assert judge_pair(COVERAGE, records(0.15), records(0.1)).exit_code == BORDERLINE
+    assert judge_pair(COVERAGE, records(0.05, ranks=(50, 60, 2)), records(0.04)).exit_code == BORDERLINE
+    failing = judge_pair(COVERAGE, records(0.35), records(0.3))
+    assert failing.exit_code == NOT_WORTH_IT and "20%" in failing.reason
+    assert judge_pair({**COVERAGE, "exact_pct": 20.0}, records(0.01), records(0.01)).exit_code == NOT_WORTH_IT
+
+
+def test_suggested_gamma_targets_a_tenth_of_tokens():
+    tops = [i / 100 for i in range(100)]
+    assert suggest_gamma(tops) == 0.1
+    assert suggest_gamma([]) == 0.4
+
+
+def test_diagnose_command():
+    proc = blendin("diagnose", "--data-dir", str(DATA), "--limit", "2", "-n", "16", "--json")
+    assert proc.returncode in (WORTH_IT, BORDERLINE, NOT_WORTH_IT), proc.stderr.decode()
+    data = json.loads(proc.stdout)
+    assert data["exit_code"] == proc.returncode and data["verdict"] and 0 < data["exact_pct"] <= 100
