@@ -19,15 +19,16 @@ import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from blendin_local.engine.generation import GenerationSettings  # noqa: E402
 from blendin_local.backends.llama import LoadOptions  # noqa: E402
+from blendin_local.engine.generation import GenerationSettings  # noqa: E402
 from blendin_local.pair import BlendPair  # noqa: E402
+
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 from prompts import INVARIANT_PROMPTS  # noqa: E402
 
 
 def first_difference(a: str, b: str) -> int | None:
-    for i, (x, y) in enumerate(zip(a, b)):
+    for i, (x, y) in enumerate(zip(a, b, strict=False)):
         if x != y:
             return i
     return None if len(a) == len(b) else min(len(a), len(b))
@@ -42,29 +43,41 @@ def main(argv=None) -> int:
     ap.add_argument("--out", type=Path, help="write the per-prompt results as JSON")
     args = ap.parse_args(argv)
 
-    pairs = {setting: BlendPair.load(options=LoadOptions(n_ctx=1024, n_threads=args.threads, repack=setting))
-             for setting in ("on", "off")}
+    pairs = {
+        setting: BlendPair.load(options=LoadOptions(n_ctx=1024, n_threads=args.threads, repack=setting))
+        for setting in ("on", "off")
+    }
     rows = []
     speeds: dict[tuple[str, str], list[float]] = {}
-    for i, prompt in enumerate(INVARIANT_PROMPTS[:args.prompts]):
+    for i, prompt in enumerate(INVARIANT_PROMPTS[: args.prompts]):
         for method in args.methods.split(","):
             settings = GenerationSettings(method=method, max_tokens=args.max_tokens)
             texts = {}
-            for setting in (("on", "off") if i % 2 == 0 else ("off", "on")):
+            for setting in ("on", "off") if i % 2 == 0 else ("off", "on"):
                 result = pairs[setting].generate(prompt, settings)
                 texts[setting] = result.text
                 speeds.setdefault((method, setting), []).append(result.tokens_per_s)
             diff = first_difference(texts["on"], texts["off"])
-            rows.append({"prompt": prompt, "method": method, "same": diff is None, "first_difference": diff,
-                         "on": texts["on"], "off": texts["off"]})
+            rows.append(
+                {
+                    "prompt": prompt,
+                    "method": method,
+                    "same": diff is None,
+                    "first_difference": diff,
+                    "on": texts["on"],
+                    "off": texts["off"],
+                }
+            )
             print(f"{method:8} {'same' if diff is None else f'differs at char {diff}':22} {prompt[:50]!r}", flush=True)
 
     print()
     for method in args.methods.split(","):
         mine = [r for r in rows if r["method"] == method]
         on, off = statistics.median(speeds[(method, "on")]), statistics.median(speeds[(method, "off")])
-        print(f"{method}: identical greedy texts {sum(r['same'] for r in mine)}/{len(mine)};"
-              f" median tokens/s on {on:.1f}, off {off:.1f} (off/on {off / on:.2f})")
+        print(
+            f"{method}: identical greedy texts {sum(r['same'] for r in mine)}/{len(mine)};"
+            f" median tokens/s on {on:.1f}, off {off:.1f} (off/on {off / on:.2f})"
+        )
     if args.out:
         args.out.write_text(json.dumps(rows, indent=1, ensure_ascii=False))
     return 0

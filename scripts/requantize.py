@@ -21,8 +21,12 @@ import llama_cpp.llama_cpp as llama
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from blendin_local.backends.llama import init_backend  # noqa: E402
 
-TYPES = {"Q4_0": llama.LLAMA_FTYPE_MOSTLY_Q4_0, "Q8_0": llama.LLAMA_FTYPE_MOSTLY_Q8_0,
-         "Q4_K_M": llama.LLAMA_FTYPE_MOSTLY_Q4_K_M, "Q5_0": llama.LLAMA_FTYPE_MOSTLY_Q5_0}
+TYPES = {
+    "Q4_0": llama.LLAMA_FTYPE_MOSTLY_Q4_0,
+    "Q8_0": llama.LLAMA_FTYPE_MOSTLY_Q8_0,
+    "Q4_K_M": llama.LLAMA_FTYPE_MOSTLY_Q4_K_M,
+    "Q5_0": llama.LLAMA_FTYPE_MOSTLY_Q5_0,
+}
 
 
 def main(argv=None) -> int:

@@ -1,10 +1,10 @@
-"""A tiny deterministic language model with the LlamaModel interface, for unit tests of the
+"""A tiny deterministic LanguageModel (engine/model.py), for unit tests of the
 cursors and the loop: its vocabulary is a list of byte pieces, its tokenizer is greedy
 longest-match, and its next-token preferences are a rule over the pieces it has been fed."""
 
 from __future__ import annotations
 
-from typing import Callable, Sequence
+from collections.abc import Callable, Sequence
 
 import numpy as np
 
@@ -42,12 +42,17 @@ class ScriptedModel:
     def begin_request(self, prompt: Sequence[int]) -> None:
         pass
 
+    def close(self) -> None:
+        pass
+
     def logits(self, tokens: Sequence[int], n_last: int = 1) -> np.ndarray:
         self.evaluated.append(list(tokens))
         rows = []
         for end in range(len(tokens) - n_last + 1, len(tokens) + 1):
             row = np.full(self.n_vocab, -20.0, dtype=np.float32)
-            for piece, logit in self.rule(tuple(self.pieces[t] if t != self.eos_id else EOS for t in tokens[:end])).items():
+            for piece, logit in self.rule(
+                tuple(self.pieces[t] if t != self.eos_id else EOS for t in tokens[:end])
+            ).items():
                 row[self.eos_id if piece == EOS else self._index[piece]] = logit
             rows.append(row)
         return np.stack(rows)

@@ -11,6 +11,8 @@ from pathlib import Path
 
 import pytest
 
+pytestmark = pytest.mark.models  # the benchmark runs the default pair
+
 ROOT = Path(__file__).resolve().parents[1]
 METHODS = ("base", "guide", "nudging", "blendin", "ensemble", "reference")
 PARTS = ("base forward", "guide forward", "bridge + blend math", "tokenization/sync", "the rest")
@@ -19,8 +21,17 @@ PARTS = ("base forward", "guide forward", "bridge + blend math", "tokenization/s
 @pytest.fixture(scope="module")
 def smoke(tmp_path_factory):
     out = tmp_path_factory.mktemp("bench")
-    cmd = [sys.executable, str(ROOT / "scripts" / "bench.py"), "--smoke", "-t", "1",
-           "--out", str(out / "bench.json"), "--md", str(out / "bench.md")]
+    cmd = [
+        sys.executable,
+        str(ROOT / "scripts" / "bench.py"),
+        "--smoke",
+        "-t",
+        "1",
+        "--out",
+        str(out / "bench.json"),
+        "--md",
+        str(out / "bench.md"),
+    ]
     subprocess.run(cmd, check=True, capture_output=True, text=True, timeout=300)
     return json.loads((out / "bench.json").read_text()), (out / "bench.md").read_text()
 
@@ -39,8 +50,16 @@ def test_summary_has_every_figure_the_issue_asks_for(smoke):
     results, md = smoke
     for method in METHODS:
         s = results["summary"][method]
-        for key in ("tokens_per_s_median", "tokens_per_s_p10", "tokens_per_s_p90", "latency_p50_ms", "latency_p95_ms",
-                    "ttft_median_ms", "intervention_rate", "engine_overhead_share"):
+        for key in (
+            "tokens_per_s_median",
+            "tokens_per_s_p10",
+            "tokens_per_s_p90",
+            "latency_p50_ms",
+            "latency_p95_ms",
+            "ttft_median_ms",
+            "intervention_rate",
+            "engine_overhead_share",
+        ):
             assert isinstance(s[key], float), (method, key)
         assert set(PARTS) <= set(s["parts_s"])
     assert results["summary"]["base"]["intervention_rate"] == 0.0
@@ -59,8 +78,11 @@ def test_compare_finds_identical_texts(smoke, tmp_path):
     results, _ = smoke
     path = tmp_path / "r.json"
     path.write_text(json.dumps(results))
-    same = subprocess.run([sys.executable, str(ROOT / "scripts" / "bench.py"), "--compare", str(path), str(path)],
-                          capture_output=True, text=True)
+    same = subprocess.run(
+        [sys.executable, str(ROOT / "scripts" / "bench.py"), "--compare", str(path), str(path)],
+        capture_output=True,
+        text=True,
+    )
     assert same.returncode == 0 and "0 differ" in same.stdout
 
 

@@ -25,12 +25,13 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Callable, Literal, Sequence
+from typing import Literal
 
-from blendin_local.errors import BlendinError
 from blendin_local.backends.registry import models_dir
+from blendin_local.errors import BlendinError
 
 RepackSetting = Literal["auto", "on", "off"]
 REPACK_SETTINGS: tuple[RepackSetting, ...] = ("auto", "on", "off")
@@ -141,11 +142,18 @@ def run_probe(command: Sequence[str], model: Path, timeout: float = PROBE_TIMEOU
     """Run a probe child and read its end: exit 0 is a pass, death by a crash signal a failure."""
     start = time.perf_counter()
     try:
-        done = subprocess.run(list(command), stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
-                              stderr=subprocess.PIPE, timeout=timeout, check=False)
+        done = subprocess.run(
+            list(command),
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+            timeout=timeout,
+            check=False,
+        )
     except subprocess.TimeoutExpired:
-        return ProbeVerdict(False, "timeout", f"the probe did not finish in {timeout:.0f} s",
-                            time.perf_counter() - start, str(model))
+        return ProbeVerdict(
+            False, "timeout", f"the probe did not finish in {timeout:.0f} s", time.perf_counter() - start, str(model)
+        )
     seconds = time.perf_counter() - start
     code = done.returncode
     if code == 0:
@@ -162,9 +170,11 @@ def run_probe(command: Sequence[str], model: Path, timeout: float = PROBE_TIMEOU
 
 
 def fallback_notice(verdict: ProbeVerdict) -> str:
-    return (f"blendin: llama.cpp's AMX/repacked CPU kernels fail on this CPU ({verdict.detail}); loading models"
-            f" without them, which is slower. For full speed, rebuild: CMAKE_ARGS=\"{SAFE_BUILD_CMAKE_ARGS}\""
-            f" pip install --force-reinstall --no-cache-dir llama-cpp-python (or set {REPACK_ENV}=on to skip this check)")
+    return (
+        f"blendin: llama.cpp's AMX/repacked CPU kernels fail on this CPU ({verdict.detail}); loading models"
+        f' without them, which is slower. For full speed, rebuild: CMAKE_ARGS="{SAFE_BUILD_CMAKE_ARGS}"'
+        f" pip install --force-reinstall --no-cache-dir llama-cpp-python (or set {REPACK_ENV}=on to skip this check)"
+    )
 
 
 def _print_notice(line: str) -> None:
@@ -174,8 +184,12 @@ def _print_notice(line: str) -> None:
 class KernelGate:
     """Decides once per process whether models load with llama.cpp's extra buffer types."""
 
-    def __init__(self, command: Callable[[Path], Sequence[str]] = probe_command,
-                 notify: Callable[[str], None] = _print_notice, key: Callable[[], str] = verdict_key):
+    def __init__(
+        self,
+        command: Callable[[Path], Sequence[str]] = probe_command,
+        notify: Callable[[str], None] = _print_notice,
+        key: Callable[[], str] = verdict_key,
+    ):
         self._command, self._notify, self._key = command, notify, key
         self._lock = threading.Lock()
         self._verdict: ProbeVerdict | None = None
@@ -184,7 +198,9 @@ class KernelGate:
     def verdict(self) -> ProbeVerdict | None:
         return self._verdict
 
-    def allows_extra_buffers(self, setting: RepackSetting, models: Sequence[Path], cache_dir: Path | None = None) -> bool:
+    def allows_extra_buffers(
+        self, setting: RepackSetting, models: Sequence[Path], cache_dir: Path | None = None
+    ) -> bool:
         """Whether to load with extra buffers; probes with the smallest of `models` if no verdict is known."""
         if setting != "auto":
             return setting == "on"

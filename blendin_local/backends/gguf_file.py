@@ -34,8 +34,8 @@ import sys
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from blendin_local.errors import BlendinError
 from blendin_local.backends.registry import models_dir
+from blendin_local.errors import BlendinError
 
 MAGIC = b"GGUF"
 SUPPORTED_VERSIONS = (2, 3)  # llama.cpp refuses version 1 and any later than 3
@@ -60,18 +60,53 @@ _MIN_TENSOR_INFO = 8 + 4 + 4 + 8  # name length (an empty name), n_dims (0), typ
 # not listed (a type ggml removed, or one newer than this table) leaves the tensor data's size
 # to llama.cpp, which refuses what it does not know.
 _TENSOR_TYPES = {
-    0: (1, 4), 1: (1, 2), 2: (32, 18), 3: (32, 20), 6: (32, 22), 7: (32, 24), 8: (32, 34), 9: (32, 36),
-    10: (256, 84), 11: (256, 110), 12: (256, 144), 13: (256, 176), 14: (256, 210), 15: (256, 292),
-    16: (256, 66), 17: (256, 74), 18: (256, 98), 19: (256, 50), 20: (32, 18), 21: (256, 110), 22: (256, 82),
-    23: (256, 136), 24: (1, 1), 25: (1, 2), 26: (1, 4), 27: (1, 8), 28: (1, 8), 29: (256, 56), 30: (1, 2),
-    34: (256, 54), 35: (256, 66), 39: (32, 17), 40: (64, 36), 41: (128, 18), 42: (64, 18),
+    0: (1, 4),
+    1: (1, 2),
+    2: (32, 18),
+    3: (32, 20),
+    6: (32, 22),
+    7: (32, 24),
+    8: (32, 34),
+    9: (32, 36),
+    10: (256, 84),
+    11: (256, 110),
+    12: (256, 144),
+    13: (256, 176),
+    14: (256, 210),
+    15: (256, 292),
+    16: (256, 66),
+    17: (256, 74),
+    18: (256, 98),
+    19: (256, 50),
+    20: (32, 18),
+    21: (256, 110),
+    22: (256, 82),
+    23: (256, 136),
+    24: (1, 1),
+    25: (1, 2),
+    26: (1, 4),
+    27: (1, 8),
+    28: (1, 8),
+    29: (256, 56),
+    30: (1, 2),
+    34: (256, 54),
+    35: (256, 66),
+    39: (32, 17),
+    40: (64, 36),
+    41: (128, 18),
+    42: (64, 18),
 }
 _U32, _I32, _U64, _I64 = (struct.Struct(f) for f in ("<I", "<i", "<Q", "<q"))
 _CHECK_REVISION = 1  # part of a remembered verdict: a change to the checks makes older ones void
 TRIAL_TIMEOUT_S = 600.0  # loading a model and decoding one token on the CPU
-_TRIAL_REFUSED = 3  # the trial child's exit code for a BlendinError (its line is on stderr)
-_TRIAL_CHILD = "import sys; from blendin_local.backends.gguf_file import trial_child; sys.exit(trial_child(sys.argv[1]))"
+TRIAL_REFUSED = 3  # the trial child's exit code for a BlendinError (its line is on stderr)
 _trial_running = False  # true in a trial child: its own load must not start another trial
+
+
+def enter_trial_process() -> None:
+    """Called by the trial child (gguf_trial_child.py): its own load of the file is the trial."""
+    global _trial_running
+    _trial_running = True
 
 
 class CorruptHeader(Exception):
@@ -116,11 +151,18 @@ def trial_load(path: Path) -> None:
     is the file's doing, not the CPU's."""
     try:
         # GGML_NO_BACKTRACE: a failed assertion ends the child at once instead of attaching gdb to it.
-        child = subprocess.run([sys.executable, "-c", _TRIAL_CHILD, str(path)], stdin=subprocess.DEVNULL,
-                               stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, timeout=TRIAL_TIMEOUT_S,
-                               env={**os.environ, "GGML_NO_BACKTRACE": "1"})
+        child = subprocess.run(
+            [sys.executable, "-m", "blendin_local.backends.gguf_trial_child", str(path)],
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+            timeout=TRIAL_TIMEOUT_S,
+            env={**os.environ, "GGML_NO_BACKTRACE": "1"},
+        )
     except subprocess.TimeoutExpired:
-        raise BlendinError(f"{path}: loading it and decoding one token took more than {TRIAL_TIMEOUT_S:.0f} s") from None
+        raise BlendinError(
+            f"{path}: loading it and decoding one token took more than {TRIAL_TIMEOUT_S:.0f} s"
+        ) from None
     if child.returncode == 0:
         return
     if child.returncode < 0:
@@ -128,35 +170,15 @@ def trial_load(path: Path) -> None:
             name = signal.Signals(-child.returncode).name
         except ValueError:
             name = f"signal {-child.returncode}"
-        raise BlendinError(f"{path}: llama.cpp crashed ({name}) loading it and decoding one token: corrupt metadata"
-                           " or data, or a model this llama.cpp build cannot run")
+        raise BlendinError(
+            f"{path}: llama.cpp crashed ({name}) loading it and decoding one token: corrupt metadata"
+            " or data, or a model this llama.cpp build cannot run"
+        )
     lines = child.stderr.decode("utf-8", "replace").strip().splitlines()
     last = lines[-1][:300] if lines else ""
-    if child.returncode == _TRIAL_REFUSED and last.startswith(f"{path}: "):
+    if child.returncode == TRIAL_REFUSED and last.startswith(f"{path}: "):
         raise BlendinError(last)
     raise BlendinError(f"{path}: the trial load ended with exit code {child.returncode}: {last}")
-
-
-def trial_child(path: str) -> int:
-    """The trial's own process: load like LlamaModel does and decode one token (the vocabulary
-    alone for a file without tensors, as a vocabulary source is)."""
-    global _trial_running
-    _trial_running = True
-    from blendin_local.backends.llama import LlamaModel, LoadOptions
-
-    try:
-        vocab_only = check_gguf_header(Path(path)).n_tensors == 0
-        model = LlamaModel(path, LoadOptions(n_ctx=64, n_batch=64, n_threads=1, vocab_only=vocab_only,
-                                             repack="off"))
-        if not vocab_only:
-            tokens = model.tokenize(b"Hello", add_bos=model.adds_bos) or [max(model.bos_id, 0)]
-            model.begin_request(tokens)
-            model.logits(tokens)
-        model.close()
-    except BlendinError as e:
-        print(e, file=sys.stderr)
-        return _TRIAL_REFUSED
-    return 0
 
 
 def check_gguf_header(path: Path) -> GgufHeader:
@@ -174,8 +196,9 @@ def check_gguf_header(path: Path) -> GgufHeader:
     except CorruptHeader as e:
         raise BlendinError(f"{path}: truncated or corrupt GGUF header: {e}") from None
     if header.data_end is not None and header.data_end > size:
-        raise BlendinError(f"{path}: truncated GGUF file: its tensors need at least {header.data_end} bytes,"
-                           f" the file has {size}")
+        raise BlendinError(
+            f"{path}: truncated GGUF file: its tensors need at least {header.data_end} bytes, the file has {size}"
+        )
     return header
 
 
@@ -220,8 +243,10 @@ def explain_load_failure(path: Path) -> str:
     except BlendinError as e:  # the file changed since it was checked
         return str(e)
     arch = f"architecture {header.architecture}" if header.architecture else "no general.architecture"
-    return (f"{path}: llama.cpp could not load this GGUF file ({arch}: unsupported by this llama.cpp build,"
-            " or corrupt metadata or data)")
+    return (
+        f"{path}: llama.cpp could not load this GGUF file ({arch}: unsupported by this llama.cpp build,"
+        " or corrupt metadata or data)"
+    )
 
 
 def read_header(data) -> GgufHeader:
@@ -254,7 +279,7 @@ class _Walk:
         if limit is not None and n > limit:
             raise CorruptHeader(f"{what} at byte {self.pos - 8} is {n} bytes long (at most {limit})")
         self.need(n, what)
-        s = self.data[self.pos:self.pos + (n if keep is None else min(n, keep))]
+        s = self.data[self.pos : self.pos + (n if keep is None else min(n, keep))]
         self.pos += n
         return s
 
@@ -320,8 +345,9 @@ class _Walk:
             block, block_bytes = _TENSOR_TYPES[ggml_type]
             row = dims[0] if dims else 1
             if row % block:
-                raise CorruptHeader(f"tensor '{shown}' has rows of {row} elements, not a multiple of its type's"
-                                    f" block of {block}")
+                raise CorruptHeader(
+                    f"tensor '{shown}' has rows of {row} elements, not a multiple of its type's block of {block}"
+                )
             if sizes_known:
                 if offset != expected_offset:
                     raise CorruptHeader(f"tensor '{shown}' has data offset {offset}, expected {expected_offset}")
@@ -331,8 +357,9 @@ class _Walk:
         data_start = -(-self.pos // alignment) * alignment if n_tensors else self.pos
         if data_start > self.size:
             raise CorruptHeader(f"the tensor data would start at byte {data_start}, past the end of the file")
-        return GgufHeader(version, n_tensors, n_kv, architecture, data_start,
-                          data_start + data_size if sizes_known else None)
+        return GgufHeader(
+            version, n_tensors, n_kv, architecture, data_start, data_start + data_size if sizes_known else None
+        )
 
     def value(self, vtype: int, key: bytes) -> None:
         """Skip one value of type `vtype`, checking it fits in the file."""

@@ -12,8 +12,8 @@ from __future__ import annotations
 import sys
 
 from blendin_local.backends.cpu_kernels import CHILD_LOAD_FAILED
-from blendin_local.errors import BlendinError
 from blendin_local.backends.llama import LlamaModel, LoadOptions
+from blendin_local.errors import BlendinError
 
 
 def probe_child(model: str) -> int:

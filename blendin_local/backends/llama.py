@@ -10,17 +10,18 @@ from __future__ import annotations
 
 import ctypes
 import os
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Sequence
-
-import numpy as np
+from typing import Any
 
 import llama_cpp.llama_cpp as llama
+import numpy as np
 
 from blendin_local.backends.cpu_kernels import GATE, repack_setting
-from blendin_local.errors import BlendinError
 from blendin_local.backends.gguf_file import check_gguf_file, explain_load_failure
+from blendin_local.engine.model import ContextFull
+from blendin_local.errors import BlendinError
 
 _KEPT_ROWS = 4
 _NULL_LOG = llama.llama_log_callback(lambda level, text, user_data: None)
@@ -47,7 +48,9 @@ class LoadOptions:
     n_batch: int = 512
     gpu_layers: int = 0
     vocab_only: bool = False  # the tokenizer alone: no weights, no context (for bridge reports)
-    repack: str | None = None  # llama.cpp's extra CPU buffers: auto|on|off, None = $BLENDIN_REPACK or auto (cpu_kernels.py)
+    repack: str | None = (
+        None  # llama.cpp's extra CPU buffers: auto|on|off, None = $BLENDIN_REPACK or auto (cpu_kernels.py)
+    )
 
 
 class LlamaModel:
@@ -125,8 +128,13 @@ class LlamaModel:
 
     def _read_pieces(self) -> list[bytes]:
         """token_bytes of every token, in one tight loop (262k ctypes calls for Gemma 3)."""
-        buf, size, vocab, to_piece = self._piece_buffer, len(self._piece_buffer), self._vocab, llama.llama_token_to_piece
-        pieces = []
+        buf, size, vocab, to_piece = (
+            self._piece_buffer,
+            len(self._piece_buffer),
+            self._vocab,
+            llama.llama_token_to_piece,
+        )
+        pieces: list[Any] = []  # bytes: a char array's slice is bytes, which ctypes' stubs do not know
         append = pieces.append
         for t in range(self.n_vocab):
             n = to_piece(vocab, t, buf, size, 0, False)
@@ -201,9 +209,9 @@ class LlamaModel:
         last_prompt = self._prompt_len - 1
         splits = [last_prompt] if start < last_prompt < end else []
         bounds = [start, *splits, end]
-        for seg_start, seg_end in zip(bounds, bounds[1:]):
+        for seg_start, seg_end in zip(bounds, bounds[1:], strict=False):
             for chunk_start in range(seg_start, seg_end, self.n_batch):
-                self._decode(tokens[chunk_start:min(seg_end, chunk_start + self.n_batch)], chunk_start, wanted)
+                self._decode(tokens[chunk_start : min(seg_end, chunk_start + self.n_batch)], chunk_start, wanted)
         # Rows are a megabyte each at a 262k vocabulary: keep only the few a caller may revisit.
         self._rows = {p: row for p, row in self._rows.items() if p >= end - _KEPT_ROWS or p in wanted}
 
@@ -240,13 +248,6 @@ class LlamaModel:
 
     def __del__(self) -> None:
         self.close()
-
-
-
-class ContextFull(BlendinError):
-    def __init__(self, needed: int, n_ctx: int):
-        super().__init__(f"{needed} tokens do not fit in the context of {n_ctx} tokens")
-        self.needed, self.n_ctx = needed, n_ctx
 
 
 def common_prefix_len(a: Sequence[int], b: Sequence[int]) -> int:

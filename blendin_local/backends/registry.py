@@ -16,13 +16,22 @@ import os
 from dataclasses import dataclass
 from importlib.resources import files
 from pathlib import Path
+from types import ModuleType
 
 from blendin_local.errors import BlendinError, install_hint
 
-try:
-    import tomllib
-except ModuleNotFoundError:  # Python 3.10: the same parser as the `tomli` package (a dependency there)
-    import tomli as tomllib
+
+def _toml_parser() -> ModuleType:
+    """tomllib, or on Python 3.10 the same parser as the `tomli` package (a dependency there).
+    Chosen by what imports, not by the version, so that a test can hide tomllib and check the
+    fallback on any Python."""
+    try:
+        return importlib.import_module("tomllib")
+    except ModuleNotFoundError:
+        return importlib.import_module("tomli")
+
+
+tomllib = _toml_parser()
 
 MODELS_DIR_ENV = "BLENDIN_MODELS_DIR"
 DEFAULT_PAIR = "default"

@@ -38,17 +38,17 @@ import math
 import threading
 import time
 from collections import OrderedDict
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Sequence
 
 import httpx
 import numpy as np
 
+from blendin_local.backends.vocab_sources import VocabSource
 from blendin_local.engine.bridge import Vocabulary, byte_index
+from blendin_local.engine.model import ContextFull
 from blendin_local.errors import BlendinError
-from blendin_local.backends.llama import ContextFull
-from blendin_local.backends.vocab_sources import VocabSource, open_vocab
 
 PROMPT_FORMATS = ("text", "tokens")
 _KEPT_ROWS = 8
@@ -63,9 +63,12 @@ class UnrepresentablePrompt(ContextFull):
     failing a whole evaluation; `--*-prompt-format tokens` has no such limit."""
 
     def __init__(self, model: str, n_tokens: int):
-        BlendinError.__init__(self, f"{model}: the text so far ends inside a UTF-8 character, which a text prompt"
-                              " cannot carry (use --base-prompt-format/--guide-prompt-format tokens where the server"
-                              " accepts token ids)")
+        BlendinError.__init__(
+            self,
+            f"{model}: the text so far ends inside a UTF-8 character, which a text prompt"
+            " cannot carry (use --base-prompt-format/--guide-prompt-format tokens where the server"
+            " accepts token ids)",
+        )
         self.needed, self.n_ctx = n_tokens, n_tokens
 
 
@@ -111,18 +114,24 @@ class RemoteClient:
             try:
                 response = self._http.request(method, url, json=payload)
             except httpx.TimeoutException:
-                raise BlendinError(f"{url}: no answer within {self.spec.timeout:g} s (the server is too slow or"
-                                   " stuck; raise --remote-timeout)") from None
+                raise BlendinError(
+                    f"{url}: no answer within {self.spec.timeout:g} s (the server is too slow or"
+                    " stuck; raise --remote-timeout)"
+                ) from None
             except httpx.TransportError as e:
                 if last:
-                    raise BlendinError(f"{url}: cannot reach the server ({type(e).__name__}: {e or 'no detail'};"
-                                       f" {attempt + 1} attempts)") from None
+                    raise BlendinError(
+                        f"{url}: cannot reach the server ({type(e).__name__}: {e or 'no detail'};"
+                        f" {attempt + 1} attempts)"
+                    ) from None
             else:
                 if response.status_code < 400:
                     try:
                         return response.json()
                     except ValueError:
-                        raise BlendinError(f"{url}: the server's answer is not JSON ({_excerpt(response.text)})") from None
+                        raise BlendinError(
+                            f"{url}: the server's answer is not JSON ({_excerpt(response.text)})"
+                        ) from None
                 if response.status_code not in _RETRY_STATUS or last:
                     raise ServerError(url, response.status_code, _error_message(response))
             time.sleep(delay)
@@ -172,14 +181,15 @@ class KeyIndex:
                 for errors in ("ignore", "replace"):
                     loose.setdefault(piece.decode("utf-8", errors), set()).add(token)
         self.loose = {key: next(iter(ids)) for key, ids in loose.items() if len(ids) == 1 and key not in self.exact}
-        self.special = {}
+        self.special: dict[str, int] = {}
         for token in sorted(vocab.control_ids | vocab.eog_ids):
             text = vocab.token_bytes(token, special=True).decode("utf-8", "replace")
             if text:
                 self.special.setdefault(text, token)
         self.eog = vocab.eos_id if vocab.eos_id in vocab.eog_ids else min(vocab.eog_ids, default=vocab.eos_id)
-        self.text_pieces = [vocab.token_bytes(t, special=True) if t in vocab.control_ids else p
-                            for t, p in enumerate(vocab.pieces)]
+        self.text_pieces = [
+            vocab.token_bytes(t, special=True) if t in vocab.control_ids else p for t, p in enumerate(vocab.pieces)
+        ]
 
     def lookup(self, key: str) -> int | None:
         if key.startswith("token_id:"):
@@ -246,8 +256,12 @@ class RemoteModel:
 
     def identity(self) -> dict:
         """What an evaluation run records about this model (not the URL: a server may move)."""
-        return {"server_model": self.model, "vocab": {"file": self.path.name, "size": self.path.stat().st_size},
-                "top_k": self.spec.top_k, "prompt_format": self.spec.prompt_format}
+        return {
+            "server_model": self.model,
+            "vocab": {"file": self.path.name, "size": self.path.stat().st_size},
+            "top_k": self.spec.top_k,
+            "prompt_format": self.spec.prompt_format,
+        }
 
     # -- evaluation (remote) ----------------------------------------------------------------
 
@@ -260,7 +274,7 @@ class RemoteModel:
             raise ValueError("cannot evaluate an empty token sequence")
         if n > self.n_ctx:
             raise ContextFull(n, self.n_ctx)
-        return np.stack([self._row(tuple(tokens[:p + 1])) for p in range(n - n_last, n)])
+        return np.stack([self._row(tuple(tokens[: p + 1])) for p in range(n - n_last, n)])
 
     def _row(self, prefix: tuple[int, ...]) -> np.ndarray:
         row = self._rows.get(prefix)
@@ -297,7 +311,8 @@ class RemoteModel:
             raise BlendinError(
                 f"{self.spec.api}/completions: the answer has no log-probabilities. The server must return them:"
                 " llama-cpp-python's server needs --logits_all true, vLLM needs --max-logprobs at least"
-                f" {self.spec.top_k} (or lower --logprobs)")
+                f" {self.spec.top_k} (or lower --logprobs)"
+            )
         if top.ambiguous_at is not None:
             # A "" key (end of generation, for llama-cpp-python) first met at rank r: asking for
             # exactly r + 1 log-probabilities makes its value that of rank r.
@@ -318,8 +333,16 @@ class RemoteModel:
 
     def _ask(self, prompt, k: int, bias_eog: bool, n_tokens: int = 0) -> tuple[TopK | None, bool]:
         """(the reported top-k, or None; whether the server stopped at an end token)."""
-        payload = {"model": self.model, "prompt": prompt, "max_tokens": 1, "temperature": 0.0, "logprobs": k,
-                   "stream": False, "cache_prompt": True, "seed": 0}
+        payload = {
+            "model": self.model,
+            "prompt": prompt,
+            "max_tokens": 1,
+            "temperature": 0.0,
+            "logprobs": k,
+            "stream": False,
+            "cache_prompt": True,
+            "seed": 0,
+        }
         if bias_eog:
             payload["logit_bias"] = {str(t): _EOG_BIAS for t in sorted(self.eog_ids)}
         started = time.perf_counter()
@@ -373,7 +396,9 @@ class RemoteModel:
                         ambiguous_at = rank
                     known.setdefault(token, float(value))
         except (KeyError, TypeError, ValueError, AttributeError):
-            raise BlendinError(f"{url}: unexpected log-probabilities in the answer: {_excerpt(json.dumps(logprobs))}") from None
+            raise BlendinError(
+                f"{url}: unexpected log-probabilities in the answer: {_excerpt(json.dumps(logprobs))}"
+            ) from None
         if not known:
             return None, stopped
         return TopK(known, ambiguous_at), stopped
@@ -389,30 +414,7 @@ class RemoteModel:
         self.client.close()
 
 
-# -- pairs ------------------------------------------------------------------------------------
-
-_bridges: dict[tuple[str, str], object] = {}
-_bridge_lock = threading.Lock()
-
-
-def _vocab_key(model) -> str:
-    vocab = getattr(model, "vocab", None)
-    return vocab.cache_key if isinstance(vocab, VocabSource) else f"gguf:{Path(model.path).resolve()}"
-
-
-def build_pair(base, guide, anti=None):
-    """A BlendPair from any two model objects (local or remote), bridged as on the local path.
-    The bridge depends on the vocabularies alone and is shared between pairs built again."""
-    from blendin_local.pair import BlendPair, load_bridge
-
-    if anti is not None and list(anti.pieces) != list(guide.pieces):
-        raise BlendinError(f"--anti must share the guide's vocabulary ({guide.name}), and it does not")
-    key = (_vocab_key(base), _vocab_key(guide))
-    with _bridge_lock:
-        if key not in _bridges:
-            _bridges[key] = load_bridge(base, guide)
-        bridge = _bridges[key]
-    return BlendPair(base, guide, bridge, anti)
+# -- the command line's remote options --------------------------------------------------------
 
 
 @dataclass(frozen=True)
@@ -435,33 +437,29 @@ class RemoteSettings:
     def used(self) -> bool:
         return bool(self.base_url or self.guide_url)
 
-
-def load_pair(base: str | None, guide: str | None, anti: str | None, options, remote: RemoteSettings):
-    """A pair where either model (or both) may be on a server. A remote model's vocabulary comes
-    from --base-vocab/--guide-vocab, else from --base/--guide, else from the default pair's GGUF
-    (a registry name or a path: GGUF, tokenizer.json, tokenizer.model)."""
-    from blendin_local.backends.llama import LlamaModel
-    from blendin_local.backends.registry import DEFAULT_PAIR, load_registry, resolve_model, resolve_pair
-
-    registry = load_registry()
-    default_base, default_guide = resolve_pair(DEFAULT_PAIR, registry)
-
-    def vocab_path(explicit: str | None, name: str | None, default: str) -> Path:
-        value = explicit or name or default
-        path = Path(value).expanduser()
-        return path if path.exists() else resolve_model(value, registry)
-
-    def one(url, model, vocab, prompt_format, name, default):
-        if url:
-            spec = RemoteSpec(url=url, model=model, top_k=remote.top_k, prompt_format=prompt_format,
-                              timeout=remote.timeout, retries=remote.retries, n_ctx=options.n_ctx)
-            return RemoteModel(spec, open_vocab(vocab_path(vocab, name, default)))
-        if model or vocab:
-            raise BlendinError("--base-model/--base-vocab and --guide-model/--guide-vocab go with --base-url/--guide-url")
-        return LlamaModel(resolve_model(name or default, registry), options)
-
-    base_model = one(remote.base_url, remote.base_model, remote.base_vocab, remote.base_prompt_format, base, default_base)
-    guide_model = one(remote.guide_url, remote.guide_model, remote.guide_vocab, remote.guide_prompt_format, guide,
-                      default_guide)
-    anti_model = LlamaModel(resolve_model(anti, registry), options) if anti is not None else None
-    return build_pair(base_model, guide_model, anti_model)
+    def server(self, role: str, n_ctx: int) -> RemoteSpec | None:
+        """Where the base or the guide (`role`) is served; None when it runs here."""
+        if role == "base":
+            url, model, vocab, prompt_format = self.base_url, self.base_model, self.base_vocab, self.base_prompt_format
+        else:
+            url, model, vocab, prompt_format = (
+                self.guide_url,
+                self.guide_model,
+                self.guide_vocab,
+                self.guide_prompt_format,
+            )
+        if not url:
+            if model or vocab:
+                raise BlendinError(
+                    "--base-model/--base-vocab and --guide-model/--guide-vocab go with --base-url/--guide-url"
+                )
+            return None
+        return RemoteSpec(
+            url=url,
+            model=model,
+            top_k=self.top_k,
+            prompt_format=prompt_format,
+            timeout=self.timeout,
+            retries=self.retries,
+            n_ctx=n_ctx,
+        )

@@ -28,8 +28,18 @@ from pathlib import Path
 from blendin_local.errors import BlendinError, install_hint
 
 # Names of end-of-generation tokens across model families, for sources that do not mark them.
-EOG_NAMES = ("</s>", "<eos>", "<|endoftext|>", "<|im_end|>", "<|eot_id|>", "<|end_of_text|>", "<end_of_turn>",
-             "<|end|>", "<|eom_id|>", "<|return|>")
+EOG_NAMES = (
+    "</s>",
+    "<eos>",
+    "<|endoftext|>",
+    "<|im_end|>",
+    "<|eot_id|>",
+    "<|end_of_text|>",
+    "<end_of_turn>",
+    "<|end|>",
+    "<|eom_id|>",
+    "<|return|>",
+)
 _BYTE_PIECE = re.compile(r"^<0x([0-9A-Fa-f]{2})>$")
 
 
@@ -137,8 +147,14 @@ class _SpecialsMixin:
     """EOS/BOS/EOG and the chat template from the JSON files beside a tokenizer; the bytes of a
     token from the subclass's `pieces` and `_special_text` (special tokens as written)."""
 
-    def _apply_config(self, config: dict, generation: dict, token_id, default_bos: int, default_eos: int,
-                      default_adds_bos: bool) -> None:
+    n_vocab: int
+    pieces: list[bytes]
+    control_ids: frozenset[int]
+    _special_text: dict[int, bytes]
+
+    def _apply_config(
+        self, config: dict, generation: dict, token_id, default_bos: int, default_eos: int, default_adds_bos: bool
+    ) -> None:
         def lookup(key: str, default: int) -> int:
             name = _token_name(config.get(key))
             found = token_id(name) if name else None
@@ -176,7 +192,9 @@ class _SpecialsMixin:
 def gpt2_unicode_to_byte() -> dict[str, int]:
     """The inverse of GPT-2's bytes_to_unicode: printable characters stand for themselves,
     the other 68 bytes for the code points from 256 on."""
-    printable = list(range(ord("!"), ord("~") + 1)) + list(range(ord("¡"), ord("¬") + 1)) + list(range(ord("®"), ord("ÿ") + 1))
+    printable = (
+        list(range(ord("!"), ord("~") + 1)) + list(range(ord("¡"), ord("¬") + 1)) + list(range(ord("®"), ord("ÿ") + 1))
+    )
     table, extra = {}, 0
     for b in range(256):
         if b in printable:
@@ -192,7 +210,9 @@ def _uses(node, kind: str) -> bool:
     if isinstance(node, dict):
         if node.get("type") == kind:
             return True
-        return any(_uses(v, kind) for k, v in node.items() if k in ("decoders", "pretokenizers", "normalizers", "decoder"))
+        return any(
+            _uses(v, kind) for k, v in node.items() if k in ("decoders", "pretokenizers", "normalizers", "decoder")
+        )
     if isinstance(node, list):
         return any(_uses(v, kind) for v in node)
     return False
@@ -240,7 +260,6 @@ class HFTokenizerVocab(_SpecialsMixin, VocabSource):
         return ([self.bos_id] if add_bos and self.bos_id >= 0 else []) + ids
 
 
-
 class SentencePieceVocab(_SpecialsMixin, VocabSource):
     kind = "sentencepiece"
 
@@ -262,7 +281,9 @@ class SentencePieceVocab(_SpecialsMixin, VocabSource):
                 controls.add(i)
                 self._special_text[i] = piece.encode("utf-8")
             elif sp.IsByte(i):
-                pieces.append(bytes([int(_BYTE_PIECE.match(piece).group(1), 16)]))
+                byte = _BYTE_PIECE.match(piece)
+                assert byte is not None  # SentencePiece writes its byte pieces <0xNN>
+                pieces.append(bytes([int(byte.group(1), 16)]))
             else:
                 pieces.append(piece.replace("▁", " ").encode("utf-8"))
         self.pieces, self.control_ids = pieces, frozenset(controls)
@@ -287,7 +308,6 @@ class SentencePieceVocab(_SpecialsMixin, VocabSource):
             elif part:
                 ids += self._sp.EncodeAsIds(part.decode("utf-8"))
         return ids
-
 
 
 _opened: dict[str, VocabSource] = {}

@@ -3,7 +3,8 @@ guide words) that it tokenizes itself before its next step."""
 
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -11,15 +12,19 @@ from blendin_local.engine.blending import softmax
 from blendin_local.engine.bridge import VocabBridge
 from blendin_local.engine.byte_tokens import tokens_for_bytes
 
+if TYPE_CHECKING:
+    from blendin_local.engine.distributions import FloatArray, IdArray
+    from blendin_local.engine.model import LanguageModel
 
-def silent_controls(model) -> np.ndarray:
+
+def silent_controls(model: LanguageModel) -> IdArray:
     """Control tokens that do not end generation (Gemma's <start_of_image>, say): they write no
     text, so no method ever chooses them."""
     return np.fromiter(sorted(model.control_ids - model.eog_ids), dtype=np.int64)
 
 
 class BaseCursor:
-    def __init__(self, model, bridge: VocabBridge, prompt: Sequence[int]):
+    def __init__(self, model: LanguageModel, bridge: VocabBridge, prompt: Sequence[int]):
         self.model, self.bridge = model, bridge
         self.tokens = list(prompt)
         self.pending = b""
@@ -32,7 +37,7 @@ class BaseCursor:
     def push_bytes(self, data: bytes) -> None:
         self.pending += data
 
-    def probs(self) -> np.ndarray:
+    def probs(self) -> FloatArray:
         self._settle()
         p = softmax(self.model.logits(self.tokens)[0])
         p[self.blocked] = 0.0

@@ -1,7 +1,8 @@
 """The blending math, as pure NumPy on probability vectors over one (the base's) vocabulary.
 
 Nothing here knows about models: the guide's distribution arrives already projected onto the
-base vocabulary (bridge.py). Formulas follow the paper (see docs/design.md):
+base vocabulary (bridge.py), often as a SparseDistribution (distributions.py). Formulas follow
+the paper (see docs/design.md):
 
     trigger:   intervene when  max p_B < gamma
     auto alpha = pG_max / (pB_max + pG_max) + 0.1 * p_B(argmax p_G), clipped to [0, 1]
@@ -13,52 +14,21 @@ base vocabulary (bridge.py). Formulas follow the paper (see docs/design.md):
 from __future__ import annotations
 
 from dataclasses import dataclass
-from functools import cached_property
-from typing import Union
+from typing import TYPE_CHECKING
 
 import numpy as np
+
+from blendin_local.engine.distributions import SparseDistribution
+
+if TYPE_CHECKING:
+    from blendin_local.engine.distributions import Distribution, FloatArray
 
 AGREEMENT_BONUS = 0.1
 
 
-@dataclass(frozen=True)
-class Sparse:
-    """A non-negative vector of `size` entries that is exactly 0 outside `index`.
-
-    The guide's distribution on the base vocabulary has at most one entry per guide token (49k of
-    262k for the default pair), so the per-intervention math runs on it without ever building the
-    dense 262k vector. Every function here gives, bit for bit, what it gives on `dense()`.
-    """
-
-    index: np.ndarray  # sorted, unique base token ids
-    values: np.ndarray  # float64, aligned with index
-    size: int
-
-    def dense(self) -> np.ndarray:
-        out = np.zeros(self.size)
-        out[self.index] = self.values
-        return out
-
-    @cached_property
-    def top(self) -> tuple[float, int]:
-        """(max, argmax) of the dense vector, the first index on ties (NaN first, as NumPy).
-        Cached: auto alpha and the trace's rank both ask at every intervention."""
-        if len(self.values):
-            i = int(self.values.argmax())
-            value = float(self.values[i])
-            if value > 0.0 or value != value:
-                return value, int(self.index[i])
-        dense = self.dense()  # all zero (or negative): let NumPy decide, as on the dense vector
-        i = int(dense.argmax())
-        return float(dense[i]), i
-
-
-Distribution = Union[np.ndarray, Sparse]
-
-
-def softmax(logits: np.ndarray) -> np.ndarray:
+def softmax(logits: FloatArray) -> FloatArray:
     # The same operations as np.exp(x - max) / sum, done in place: one array instead of three.
-    shifted = logits - logits.max()
+    shifted: FloatArray = logits - logits.max()
     if shifted.dtype.kind == "f":
         np.exp(shifted, out=shifted)
     else:
@@ -73,13 +43,13 @@ def should_intervene(pB_max: float, gamma: float) -> bool:
 
 def top_of(p: Distribution) -> tuple[float, int]:
     """(max p, argmax p), the first index on ties."""
-    if isinstance(p, Sparse):
+    if isinstance(p, SparseDistribution):
         return p.top
     i = int(p.argmax())
     return float(p[i]), i
 
 
-def auto_alpha(p_base: np.ndarray, p_guide: Distribution, pB_max: float | None = None) -> float:
+def auto_alpha(p_base: FloatArray, p_guide: Distribution, pB_max: float | None = None) -> float:
     """`pB_max`: max p_base, when the caller has it already."""
     pB_max = float(p_base.max()) if pB_max is None else pB_max
     pG_max, guide_top = top_of(p_guide)
@@ -89,25 +59,27 @@ def auto_alpha(p_base: np.ndarray, p_guide: Distribution, pB_max: float | None =
     return min(1.0, max(0.0, alpha))
 
 
-def mix(p_base: np.ndarray, p_guide: Distribution, alpha: float) -> np.ndarray:
+def mix(p_base: FloatArray, p_guide: Distribution, alpha: float) -> FloatArray:
     """alpha * p_G + (1 - alpha) * p_B, renormalised. alpha = 0 gives p_B itself, bit for bit."""
     if alpha == 0.0:
         return p_base
-    if _mixes_sparse(p_base, p_guide, alpha):
+    if isinstance(p_guide, SparseDistribution) and _mixes_sparse(p_base, alpha):
         return _mix_sparse(p_base, p_guide, alpha)
-    if isinstance(p_guide, Sparse):
+    if isinstance(p_guide, SparseDistribution):
         p_guide = p_guide.dense()
-    mixed = alpha * p_guide + (1.0 - alpha) * p_base
-    return mixed / mixed.sum()
+    mixed: FloatArray = alpha * p_guide + (1.0 - alpha) * p_base
+    mixed = mixed / mixed.sum()
+    return mixed
 
 
-def _mixes_sparse(p_base: np.ndarray, p_guide: Distribution, alpha: float) -> bool:
-    """Whether the sparse mixture is exact here: it reproduces the dense formula's roundings for a
-    float32 base and a Python float alpha (not 0, where `mix` returns p_base itself)."""
-    return alpha != 0.0 and isinstance(p_guide, Sparse) and type(alpha) is float and p_base.dtype == np.float32
+def _mixes_sparse(p_base: FloatArray, alpha: float) -> bool:
+    """Whether the sparse mixture of a sparse guide is exact here: it reproduces the dense
+    formula's roundings for a float32 base and a Python float alpha (not 0, where `mix` returns
+    p_base itself)."""
+    return alpha != 0.0 and type(alpha) is float and p_base.dtype == np.float32
 
 
-def _mix_sparse(p_base: np.ndarray, p_guide: Sparse, alpha: float) -> np.ndarray:
+def _mix_sparse(p_base: FloatArray, p_guide: SparseDistribution, alpha: float) -> FloatArray:
     """`mix` for a float32 base and a sparse guide, with the same roundings as the dense formula.
 
     Dense: fl64(fl64(alpha * g) + fl32((1 - alpha) * b)) everywhere. Where g is 0 that is the
@@ -123,7 +95,7 @@ def _mix_sparse(p_base: np.ndarray, p_guide: Sparse, alpha: float) -> np.ndarray
     return mixed
 
 
-def proxy_tune(p_base: np.ndarray, p_guide: np.ndarray, p_anti: np.ndarray) -> np.ndarray:
+def proxy_tune(p_base: FloatArray, p_guide: FloatArray, p_anti: FloatArray) -> FloatArray:
     """p_B * p_G / p_G0: the guide's shift from its untuned self applied to the base.
 
     Where the guide or its anti-model gives a token no mass (a base token the guide cannot
@@ -132,14 +104,15 @@ def proxy_tune(p_base: np.ndarray, p_guide: np.ndarray, p_anti: np.ndarray) -> n
     known = (p_guide > 0) & (p_anti > 0)
     ratio = np.ones_like(p_base)
     ratio[known] = p_guide[known] / p_anti[known]
-    tuned = p_base * ratio
-    return tuned / tuned.sum()
+    tuned: FloatArray = p_base * ratio
+    tuned = tuned / tuned.sum()
+    return tuned
 
 
-_NEAR = 2.0 ** -50  # values closer than this (relative) to the maximum may tie with it once divided
+_NEAR = 2.0**-50  # values closer than this (relative) to the maximum may tie with it once divided
 
 
-class Mixture:
+class LazyMixture:
     """`mix(p_base, guide, alpha)` for a float32 base and a sparse guide, built only when read.
 
     `argmax()` is the greedy choice, exactly `np.argmax(mix(...))`, usually without the dense
@@ -154,11 +127,11 @@ class Mixture:
 
     __slots__ = ("p_base", "guide", "alpha", "base_max", "_dense")
 
-    def __init__(self, p_base: np.ndarray, guide: Sparse, alpha: float, base_max: float | None = None):
+    def __init__(self, p_base: FloatArray, guide: SparseDistribution, alpha: float, base_max: float | None = None):
         self.p_base, self.guide, self.alpha, self.base_max = p_base, guide, alpha, base_max
-        self._dense: np.ndarray | None = None
+        self._dense: FloatArray | None = None
 
-    def dense(self) -> np.ndarray:
+    def dense(self) -> FloatArray:
         if self._dense is None:
             self._dense = _mix_sparse(self.p_base, self.guide, self.alpha)
         return self._dense
@@ -183,7 +156,7 @@ class Mixture:
             return None
         # elsewhere u = fl32(c * b), monotonic in b: only b above this bound can come near u_max
         floor = u_max * (1.0 - _NEAR)
-        bound = np.float32(floor / c * (1.0 - 2.0 ** -20))
+        bound = np.float32(floor / c * (1.0 - 2.0**-20))
         if self.base_max is not None and self.base_max < bound:
             others = idx[:0]  # no base entry reaches the bound: the pass below would find none
         else:
@@ -203,30 +176,34 @@ class Mixture:
         return int(cand[near].min())
 
 
-def mixture(p_base: np.ndarray, p_guide: Distribution, alpha: float, base_max: float | None = None) -> np.ndarray | Mixture:
-    """`mix` for the decode loop: a Mixture (dense only if read) where that is exact and cheaper.
+def lazy_mix(
+    p_base: FloatArray, p_guide: Distribution, alpha: float, base_max: float | None = None
+) -> FloatArray | LazyMixture:
+    """`mix` for the decode loop: a LazyMixture (dense only if read) where that is exact and cheaper.
     `base_max`: max p_base, when the caller has it already."""
-    if _mixes_sparse(p_base, p_guide, alpha):
-        return Mixture(p_base, p_guide, alpha, base_max)
+    if isinstance(p_guide, SparseDistribution) and _mixes_sparse(p_base, alpha):
+        return LazyMixture(p_base, p_guide, alpha, base_max)
     return mix(p_base, p_guide, alpha)
 
 
-def as_array(p: np.ndarray | Mixture) -> np.ndarray:
-    return p.dense() if isinstance(p, Mixture) else p
+def as_array(p: FloatArray | LazyMixture) -> FloatArray:
+    return p.dense() if isinstance(p, LazyMixture) else p
 
 
-def argmax(p: np.ndarray | Mixture) -> int:
-    return p.argmax() if isinstance(p, Mixture) else int(np.argmax(p))
+def argmax(p: FloatArray | LazyMixture) -> int:
+    return p.argmax() if isinstance(p, LazyMixture) else int(np.argmax(p))
 
 
 @dataclass(frozen=True)
-class BlendDecision:
-    probs: np.ndarray | Mixture
+class BlendedDistribution:
+    probs: FloatArray | LazyMixture
     alpha: float
 
 
-def blend(p_base: np.ndarray, p_guide: Distribution, alpha: float | None, pB_max: float | None = None) -> BlendDecision:
+def blend(
+    p_base: FloatArray, p_guide: Distribution, alpha: float | None, pB_max: float | None = None
+) -> BlendedDistribution:
     """The BlendIn mixture with a fixed alpha, or the paper's auto alpha when alpha is None
     (`pB_max`: max p_base, when the caller has it already)."""
     weight = auto_alpha(p_base, p_guide, pB_max) if alpha is None else alpha
-    return BlendDecision(mixture(p_base, p_guide, weight, pB_max), weight)
+    return BlendedDistribution(lazy_mix(p_base, p_guide, weight, pB_max), weight)

@@ -2,7 +2,7 @@
 
 A guide token maps to the base token with exactly its bytes where one exists, else to the
 longest base token that is a byte-prefix of it (the guide then finishes its token on later
-steps, see guide_proposal.py). The guide's end-of-generation tokens map to the base's EOS;
+steps, see guide_cursor.py). The guide's end-of-generation tokens map to the base's EOS;
 its other control tokens map nowhere (-1): their probability is dropped. The map is one int32
 array, so a whole guide distribution moves onto the base vocabulary in one `np.bincount`.
 
@@ -13,13 +13,17 @@ from __future__ import annotations
 
 import bisect
 import hashlib
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
+from typing import TYPE_CHECKING, cast
 
 import numpy as np
 
-from blendin_local.engine.blending import Sparse
+from blendin_local.engine.distributions import SparseDistribution
+
+if TYPE_CHECKING:
+    from blendin_local.engine.distributions import FloatArray
 
 UNMAPPED = -1
 
@@ -38,7 +42,7 @@ class Vocabulary:
         # piece by piece, without 2 x 262k calls.
         lengths = [n.to_bytes(2, "little") for n in range(max(map(len, self.pieces), default=0) + 1)]
         for start in range(0, len(self.pieces), 8192):
-            chunk = self.pieces[start:start + 8192]
+            chunk = self.pieces[start : start + 8192]
             parts: list[bytes] = [b""] * (2 * len(chunk))
             parts[0::2] = map(lengths.__getitem__, map(len, chunk))
             parts[1::2] = chunk
@@ -127,7 +131,7 @@ class BridgeStats:
     unmapped: int
     control: int
 
-    def as_dict(self) -> dict:
+    def as_dict(self) -> dict[str, float]:
         text_tokens = self.exact + self.prefix + self.unmapped
         pct = (lambda n: round(100.0 * n / text_tokens, 2)) if text_tokens else (lambda n: 0.0)
         return {
@@ -162,8 +166,15 @@ def build_map(base: Vocabulary, guide: Vocabulary, base_index: dict[bytes, int])
 class VocabBridge:
     """Maps between a base and a guide vocabulary; see the module docstring."""
 
-    def __init__(self, base: Vocabulary, guide: Vocabulary, g2b: np.ndarray, exact: np.ndarray,
-                 base_index: dict[bytes, int], guide_index: dict[bytes, int]):
+    def __init__(
+        self,
+        base: Vocabulary,
+        guide: Vocabulary,
+        g2b: np.ndarray,
+        exact: np.ndarray,
+        base_index: dict[bytes, int],
+        guide_index: dict[bytes, int],
+    ):
         self.base, self.guide = base, guide
         self.g2b, self.exact = g2b, exact
         self.mapped = g2b != UNMAPPED
@@ -179,10 +190,15 @@ class VocabBridge:
         self.n_base = len(base.pieces)
 
     @classmethod
-    def build(cls, base: Vocabulary, guide: Vocabulary, *,
-              base_tokenize: Callable[[bytes], list[int]] | None = None,
-              guide_tokenize: Callable[[bytes], list[int]] | None = None,
-              cache_dir: Path | None = None) -> "VocabBridge":
+    def build(
+        cls,
+        base: Vocabulary,
+        guide: Vocabulary,
+        *,
+        base_tokenize: Callable[[bytes], list[int]] | None = None,
+        guide_tokenize: Callable[[bytes], list[int]] | None = None,
+        cache_dir: Path | None = None,
+    ) -> VocabBridge:
         base_index = byte_index(base, base_tokenize)
         guide_index = byte_index(guide, guide_tokenize)
         cached = _load_cached(cache_dir, base, guide) if cache_dir else None
@@ -198,19 +214,21 @@ class VocabBridge:
         """A guide distribution moved onto the base vocabulary (mass of unmapped tokens dropped)."""
         return self.project_sparse(guide_probs).dense()
 
-    def project_sparse(self, guide_probs: np.ndarray) -> Sparse:
+    def project_sparse(self, guide_probs: np.ndarray) -> SparseDistribution:
         """`project` without the dense vector: its entries on the base tokens guide tokens reach.
 
         Each base token gets the sum of its guide tokens' probabilities added in guide-id order,
         as a dense np.bincount adds them, so `.dense()` is `project` bit for bit.
         """
         n = len(self._targets)
-        values = np.bincount(self._slots, weights=guide_probs, minlength=n + 1)[:n]
-        return Sparse(self._targets, values, self.n_base)
+        # with weights, bincount sums them as float64 (its stubs know only the integer counts)
+        values = cast("FloatArray", np.bincount(self._slots, weights=guide_probs, minlength=n + 1)[:n])
+        return SparseDistribution(self._targets, values, self.n_base)
 
     def stats(self) -> BridgeStats:
         text = np.array([bool(p) for p in self.guide.pieces]) & ~np.isin(
-            np.arange(len(self.guide.pieces)), list(self.guide.eog_ids))
+            np.arange(len(self.guide.pieces)), list(self.guide.eog_ids)
+        )
         return BridgeStats(
             guide_tokens=len(self.guide.pieces),
             exact=int((text & self.exact).sum()),
@@ -245,4 +263,3 @@ def _save_cached(cache_dir: Path, base: Vocabulary, guide: Vocabulary, g2b: np.n
         tmp.replace(path)
     except OSError:
         pass  # an unwritable cache only costs a rebuild next time
-

@@ -8,13 +8,14 @@ covered greedily by the longest tokens of the vocabulary.
 
 from __future__ import annotations
 
-from typing import Callable, Sequence
+from collections.abc import Callable, Sequence
 
 from blendin_local.engine.bridge import UNMAPPED, PrefixFinder
 
 
-def tokens_for_bytes(tokenize: Callable[[bytes], list[int]], pieces: Sequence[bytes],
-                     finder: PrefixFinder, data: bytes) -> list[int]:
+def tokens_for_bytes(
+    tokenize: Callable[[bytes], list[int]], pieces: Sequence[bytes], finder: PrefixFinder, data: bytes
+) -> list[int]:
     text, broken = split_utf8(data)
     ids = tokenize(text) if text else []
     if b"".join(pieces[t] for t in ids) != text:
@@ -30,7 +31,7 @@ def greedy_tokens(pieces: Sequence[bytes], finder: PrefixFinder, data: bytes) ->
             data = data[1:]  # a byte this vocabulary cannot write at all: the model never sees it
             continue
         ids.append(token)
-        data = data[len(pieces[token]):]
+        data = data[len(pieces[token]) :]
     return ids
 
 
@@ -40,4 +41,4 @@ def split_utf8(data: bytes) -> tuple[bytes, bytes]:
         data.decode("utf-8")
         return data, b""
     except UnicodeDecodeError as e:
-        return data[:e.start], data[e.start:]
+        return data[: e.start], data[e.start :]

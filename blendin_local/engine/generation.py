@@ -1,7 +1,9 @@
 """The decode loop: one request, one method, one token (or word piece) per step.
 
-`Generation` is an iterator of StepEvents (one per committed token, with the text that became
-printable) ending with a Finished event that carries the GenerationResult. Stopping: an end
+`Generation.steps()` yields one StepEvent per committed token, with the text that became
+printable; `finish()` then gives the Finished event: the text held back until the end and the
+GenerationResult. Iterating a Generation gives both, Finished last; `run()` does both and returns
+the result. Stopping: an end
 token of either model (the guide's mapped through the bridge), a stop string, the base's habit
 of starting a new turn (TURN_STOPS, on by default), max_tokens, or a full context.
 """
@@ -9,78 +11,42 @@ of starting a new turn (TURN_STOPS, on by default), max_tokens, or a full contex
 from __future__ import annotations
 
 import time
+from collections.abc import Callable, Generator, Iterator, Sequence
 from dataclasses import asdict, dataclass, field
-from typing import Iterator, Literal, Sequence
+from typing import Any, cast
 
 import numpy as np
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from blendin_local.engine.base_cursor import BaseCursor
-from blendin_local.errors import BlendinError
 from blendin_local.engine.guide_cursor import GuideCursor
-from blendin_local.backends.llama import ContextFull
-from blendin_local.engine.methods import BaseOnly, BlendIn, Decision, DecodeContext, GuideOnly, Nudging, ProxyTuning, ensemble
-from blendin_local.engine.prompts import Message, check_style, prompt_tokens
-from blendin_local.engine.sampling import SamplerSettings
+from blendin_local.engine.methods import (
+    BaseOnly,
+    BlendIn,
+    DecodeContext,
+    GuideOnly,
+    Method,
+    Nudging,
+    ProxyTuning,
+    StepDecision,
+    ensemble,
+)
+from blendin_local.engine.model import ContextFull, LanguageModel, ModelPair
+from blendin_local.engine.prompts import Message, prompt_tokens
+from blendin_local.engine.settings import GenerationSettings, check_anti
 from blendin_local.engine.text_stream import TextStream
-
-# A pre-trained base answers, then invents the next question: these end the answer there.
-TURN_STOPS = ("\nQuestion:", "\nQ:", "\nUser:", "\nHuman:")
-MAX_GAMMA = 1.01  # gamma above every probability: intervene at every token
+from blendin_local.errors import BlendinError
 
 
-class GenerationSettings(BaseModel):
-    """Everything one request may set. Ranges are checked here, once, for the CLI, API and server."""
-
-    model_config = ConfigDict(extra="forbid")
-
-    method: Literal["base", "guide", "nudging", "blendin", "ensemble", "proxy"] = "blendin"
-    max_tokens: int = Field(256, ge=1)
-    temperature: float = Field(0.0, ge=0.0, le=100.0)
-    top_k: int = Field(0, ge=0)
-    top_p: float = Field(1.0, gt=0.0, le=1.0)
-    min_p: float = Field(0.0, ge=0.0, le=1.0)
-    seed: int | None = Field(None, ge=0, lt=2**63)
-    gamma: float = Field(0.4, ge=0.0, le=MAX_GAMMA)
-    alpha: float | None = Field(None, ge=0.0, le=1.0)  # None: auto
-    nudging_chunk: int = Field(16, ge=1, le=256)
-    stop: list[str] = Field(default_factory=list)
-    stop_at_new_turn: bool = True
-    system: str | None = None
-    base_prompt: str = "plain"
-    guide_prompt: str = "chat"
-
-    @classmethod
-    def checked(cls, **values) -> "GenerationSettings":
-        """Settings from user input; a bad value becomes one readable BlendinError."""
-        try:
-            settings = cls(**values)
-        except ValidationError as e:
-            first = e.errors()[0]
-            where = ".".join(str(part) for part in first["loc"]) or "settings"
-            got = repr(first.get("input"))
-            got = got if len(got) <= 80 else got[:77] + "..."  # the input may be megabytes
-            raise BlendinError(f"invalid {where}: {first['msg']} (got {got})") from None
-        check_style(settings.base_prompt, "base_prompt")
-        check_style(settings.guide_prompt, "guide_prompt")
-        return settings
-
-    def sampler(self) -> SamplerSettings:
-        return SamplerSettings(self.temperature, self.top_k, self.top_p, self.min_p)
-
-    def stop_strings(self) -> list[str]:
-        return list(self.stop) + (list(TURN_STOPS) if self.stop_at_new_turn else [])
-
-
-def make_method(settings: GenerationSettings):
-    return {
+def make_method(settings: GenerationSettings) -> Method:
+    factories: dict[str, Callable[[], Method]] = {
         "base": BaseOnly,
         "guide": GuideOnly,
         "blendin": lambda: BlendIn(gamma=settings.gamma, alpha=settings.alpha),
         "ensemble": ensemble,
         "proxy": ProxyTuning,
         "nudging": lambda: Nudging(gamma=settings.gamma, chunk=settings.nudging_chunk),
-    }[settings.method]()
+    }
+    return factories[settings.method]()
 
 
 @dataclass(frozen=True)
@@ -114,7 +80,7 @@ class GenerationResult:
     seed: int | None
     trace: list[TraceEntry] = field(default_factory=list)
 
-    def as_dict(self, with_trace: bool = True) -> dict:
+    def as_dict(self, with_trace: bool = True) -> dict[str, Any]:
         data = asdict(self)
         if not with_trace:
             data.pop("trace")
@@ -128,9 +94,8 @@ class Finished:
 
 
 class Generation:
-    def __init__(self, pair, messages: Sequence[Message], settings: GenerationSettings):
-        if settings.method == "proxy" and pair.anti is None:
-            raise BlendinError("--method proxy needs the guide's untuned counterpart: pass --anti PATH|NAME")
+    def __init__(self, pair: ModelPair, messages: Sequence[Message], settings: GenerationSettings):
+        check_anti(settings.method, pair.anti is not None)
         self.pair, self.settings = pair, settings
         base_prompt = prompt_tokens(pair.base, messages, settings.base_prompt)
         guide_prompt = prompt_tokens(pair.guide, messages, settings.guide_prompt)
@@ -138,12 +103,15 @@ class Generation:
             if len(prompt) >= model.n_ctx:
                 raise BlendinError(
                     f"the prompt is {len(prompt)} tokens for {model.name} but its context holds {model.n_ctx}"
-                    f" (at least one more is needed to answer): shorten it or raise -c/--ctx-size")
+                    f" (at least one more is needed to answer): shorten it or raise -c/--ctx-size"
+                )
             model.begin_request(prompt)
         self.prompt_lengths = {"base": len(base_prompt), "guide": len(guide_prompt)}  # in tokens
         self.max_tokens = settings.max_tokens  # a server may lower it before iterating (its own limit)
         # Without a seed, draw one and report it, so that any sampled answer can be reproduced.
-        self.seed = settings.seed if settings.seed is not None else int(np.random.SeedSequence().entropy % 2**63)
+        self.seed = (
+            settings.seed if settings.seed is not None else int(cast(int, np.random.SeedSequence().entropy) % 2**63)
+        )
         self.ctx = DecodeContext(
             base=BaseCursor(pair.base, pair.bridge, base_prompt),
             guide=GuideCursor(pair.guide, pair.bridge, guide_prompt),
@@ -158,16 +126,29 @@ class Generation:
         self.started = time.perf_counter()
         self.finished_at: float | None = None
 
-    def _models_used(self, base_prompt: list[int], guide_prompt: list[int]):
+    def _models_used(
+        self, base_prompt: list[int], guide_prompt: list[int]
+    ) -> Iterator[tuple[LanguageModel, list[int]]]:
         method = self.settings.method
         if method != "guide":
             yield self.pair.base, base_prompt
         if method != "base":
             yield self.pair.guide, guide_prompt
-        if method == "proxy":
+        if method == "proxy" and self.pair.anti is not None:
             yield self.pair.anti, guide_prompt
 
     def __iter__(self) -> Iterator[StepEvent | Finished]:
+        yield from self.steps()
+        yield self.finish()
+
+    def run(self) -> GenerationResult:
+        """Every step to the end: the result."""
+        for _ in self.steps():
+            pass
+        return self.finish().result
+
+    def steps(self) -> Generator[StepEvent, None, None]:
+        """One StepEvent per committed token, until the generation stops; `finish()` comes next."""
         for _ in range(self.max_tokens):
             try:
                 decision = self.method.step(self.ctx)
@@ -178,21 +159,26 @@ class Generation:
                 self.stop_reason = "eos"
                 break
             self.commit(decision)
-            entry = TraceEntry(decision.piece.decode("utf-8", "backslashreplace"), decision.source,
-                               decision.base_top_p, decision.alpha, decision.guide_rank)
+            entry = TraceEntry(
+                decision.piece.decode("utf-8", "backslashreplace"),
+                decision.source,
+                decision.base_top_p,
+                decision.alpha,
+                decision.guide_rank,
+            )
             self.trace.append(entry)
             yield StepEvent(self.stream.feed(decision.piece), entry)
             if self.stream.stopped_by is not None:
                 self.stop_reason = "stop"
                 break
-        yield Finished(self.stream.finish(), self.result())
 
-    def finish_early(self, stop_reason: str) -> Finished:
-        """The Finished event for a generation its caller ends between two steps (say, a server's
-        time limit): the text held back so far is let out, as at any end."""
+    def finish(self, stop_reason: str | None = None) -> Finished:
+        """The last event: the text held back so far let out, and the result. `stop_reason`
+        overrides the loop's, for a caller that ends the generation between two steps (say, a
+        server's time limit, or "interrupted")."""
         return Finished(self.stream.finish(), self.result(stop_reason))
 
-    def commit(self, d: Decision) -> None:
+    def commit(self, d: StepDecision) -> None:
         """Append a decision to every model's view of the text."""
         ctx = self.ctx
         if d.base_token is not None:

@@ -24,15 +24,21 @@ guide alone.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Sequence
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from blendin_local.engine.base_cursor import silent_controls
-from blendin_local.engine.blending import Sparse, softmax
+from blendin_local.engine.blending import softmax
 from blendin_local.engine.bridge import UNMAPPED, VocabBridge
 from blendin_local.engine.byte_tokens import tokens_for_bytes
+from blendin_local.engine.distributions import SparseDistribution
+
+if TYPE_CHECKING:
+    from blendin_local.engine.distributions import FloatArray, IdArray
+    from blendin_local.engine.model import LanguageModel
 
 EXTENSION_ROUTES = 64  # extensions of h kept per healing step; the rest carry negligible mass
 
@@ -54,22 +60,31 @@ class Route:
 class Proposal:
     """The guide's next-bytes distribution at one step, and how to settle after a commit."""
 
-    __slots__ = ("anchor", "h", "guide", "_dense", "native", "native_prefix", "extension_routes")
+    __slots__ = ("anchor", "h", "on_base_sparse", "_dense", "native", "native_prefix", "extension_routes")
 
-    def __init__(self, anchor: list[int], h: bytes, on_base: Sparse, native: np.ndarray | None,
-                 native_prefix: tuple[int, ...], extension_routes: list[Route]):
+    def __init__(
+        self,
+        anchor: list[int],
+        h: bytes,
+        on_base: SparseDistribution,
+        native: FloatArray | None,
+        native_prefix: tuple[int, ...],
+        extension_routes: list[Route],
+    ):
         self.anchor, self.h = anchor, h
-        self.guide = on_base  # over the base vocabulary, summing to at most 1; sparse, as the blending math takes it
-        self._dense: np.ndarray | None = None
+        self.on_base_sparse = (
+            on_base  # over the base vocabulary, summing to at most 1; sparse, as the blending math takes it
+        )
+        self._dense: FloatArray | None = None
         self.native = native  # guide probabilities of the full-token routes (after h, or after q)
         self.native_prefix = native_prefix  # tokens before a full-token route: () or (q,)
         self.extension_routes = extension_routes
 
     @property
-    def on_base(self) -> np.ndarray:
+    def on_base(self) -> FloatArray:
         """The same distribution as a dense vector, built only if someone reads it."""
         if self._dense is None:
-            self._dense = self.guide.dense()
+            self._dense = self.on_base_sparse.dense()
         return self._dense
 
     def __repr__(self) -> str:
@@ -77,13 +92,13 @@ class Proposal:
 
 
 class GuideCursor:
-    def __init__(self, model, bridge: VocabBridge, prompt: Sequence[int]):
+    def __init__(self, model: LanguageModel, bridge: VocabBridge, prompt: Sequence[int]):
         self.model, self.bridge = model, bridge
         self.state = GuideState(tokens=list(prompt))
-        self._blocked: np.ndarray | None = None
+        self._blocked: IdArray | None = None
 
     @property
-    def blocked(self) -> np.ndarray:
+    def blocked(self) -> IdArray:
         """The guide's silent control tokens (never chosen), computed on first use."""
         if self._blocked is None:
             self._blocked = silent_controls(self.model)
@@ -113,7 +128,7 @@ class GuideCursor:
         routes = []
         for i in np.argsort(-p_ext, kind="stable")[:EXTENSION_ROUTES]:
             token = int(extensions[i])
-            rest = b.guide.pieces[token][len(h):]
+            rest = b.guide.pieces[token][len(h) :]
             target = b.base_index.get(rest, UNMAPPED)
             if target == UNMAPPED:
                 target = b.base_prefix.longest(rest)
@@ -122,7 +137,7 @@ class GuideCursor:
             if target != UNMAPPED:
                 landed[target] = landed.get(target, 0.0) + mass
         native = None
-        index = np.array(sorted(landed), dtype=np.int64)
+        index: IdArray = np.array(sorted(landed), dtype=np.int64)
         values = np.array([landed[t] for t in index.tolist()], dtype=np.float64)
         if q is not None:
             native = (float(p0[q]) / z) * softmax(rows[1])
@@ -133,7 +148,7 @@ class GuideCursor:
             summed[np.searchsorted(union, index)] = values
             summed[np.searchsorted(union, projected.index)] += projected.values
             index, values = union, summed
-        on_base = Sparse(index, values, b.n_base)
+        on_base = SparseDistribution(index, values, b.n_base)
         return Proposal(anchor, h, on_base, native, (q,) if q is not None else (), routes)
 
     def _resolve(self) -> tuple[list[int], bytes]:
@@ -197,4 +212,3 @@ class GuideCursor:
         if partial is not None and partial[0] > 0.0:
             return GuideState(partial[1], [partial[2]], healing=True)
         return GuideState(p.anchor, [p.h, piece] if p.h else [piece])
-

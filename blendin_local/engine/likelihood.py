@@ -13,9 +13,9 @@ from __future__ import annotations
 import math
 
 from blendin_local.engine.byte_tokens import tokens_for_bytes
-from blendin_local.errors import BlendinError
 from blendin_local.engine.generation import Generation
 from blendin_local.engine.methods import GuideOnly, OnBaseVocabulary, guide_choosable
+from blendin_local.errors import BlendinError
 
 _FLOOR = 1e-300  # log of a token the method gives no mass at all: very unlikely, still finite
 
@@ -29,14 +29,15 @@ def forced_logprob(generation: Generation, prefix: str, text: str) -> float:
         if isinstance(method, OnBaseVocabulary):
             b = ctx.base.bridge
             for token in tokens_for_bytes(ctx.base.model.tokenize, b.base.pieces, b.base_prefix, data):
-                next_token = method.next_token(ctx)
+                next_token = method.next_token_distribution(ctx)
                 if scored:
                     total += math.log(max(float(next_token.probs[token] / next_token.probs.sum()), _FLOOR))
-                generation.commit(next_token.decision(token, ctx.base.model))
+                generation.commit(next_token.decide(token, ctx.base.model))
         elif isinstance(method, GuideOnly):
             b = ctx.guide.bridge
             for token in tokens_for_bytes(ctx.guide.model.tokenize, b.guide.pieces, b.guide_prefix, data):
                 proposal = ctx.guide.propose()
+                assert proposal.native is not None  # the guide alone never heals: its proposals are plain
                 probs = guide_choosable(ctx.guide, proposal.native)
                 if scored:
                     total += math.log(max(float(probs[token] / probs.sum()), _FLOOR))

@@ -1,6 +1,6 @@
 """Decoding methods as interchangeable objects: each decides the next piece of text.
 
-The loop (generation.py) calls `step(ctx)` and commits the Decision it returns to both
+The loop (generation.py) calls `step(ctx)` and commits the StepDecision it returns to both
 models' cursors; a method only reads distributions and chooses. All but `guide` choose a base
 token; `guide` and Nudging's inserted words choose guide tokens.
 """
@@ -10,19 +10,27 @@ from __future__ import annotations
 import re
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Protocol
 
 import numpy as np
 
 from blendin_local.engine.base_cursor import BaseCursor
-from blendin_local.engine.blending import Mixture, as_array, blend, proxy_tune, should_intervene, softmax, top_of
+from blendin_local.engine.blending import LazyMixture, as_array, blend, proxy_tune, should_intervene, softmax, top_of
 from blendin_local.engine.guide_cursor import GuideCursor, Proposal
 from blendin_local.engine.sampling import SamplerSettings, choose
+from blendin_local.engine.settings import GAMMA_EVERY_TOKEN
+
+if TYPE_CHECKING:
+    from blendin_local.engine.distributions import FloatArray
+    from blendin_local.engine.model import LanguageModel
 
 METHODS = ("base", "guide", "nudging", "blendin", "ensemble", "proxy")
 
 
 @dataclass
-class Decision:
+class StepDecision:
+    """What one step commits: a piece of text, who chose it, and the tokens it was chosen as."""
+
     piece: bytes
     source: str  # "base": the base alone; "blend": an intervention; "guide": the guide's own token
     base_token: int | None = None  # the base token chosen, when the choice was on the base vocabulary
@@ -35,17 +43,25 @@ class Decision:
     end: bool = False  # an end-of-generation token
 
 
-class NextToken:
+class NextTokenDistribution:
     """A method's distribution over the base vocabulary for the next token, and why.
 
-    `probs` may be given as a blending.Mixture: the greedy choice then needs no dense vector,
+    `probs` may be given as a blending.LazyMixture: the greedy choice then needs no dense vector,
     and reading `probs` builds it (the same array `blending.mix` gives).
     """
 
     __slots__ = ("distribution", "source", "base_top_p", "alpha", "guide_rank", "proposal", "anti_proposal")
 
-    def __init__(self, probs: np.ndarray | Mixture, source: str, base_top_p: float | None, alpha: float | None = None,
-                 guide_rank: int | None = None, proposal: Proposal | None = None, anti_proposal: Proposal | None = None):
+    def __init__(
+        self,
+        probs: FloatArray | LazyMixture,
+        source: str,
+        base_top_p: float | None,
+        alpha: float | None = None,
+        guide_rank: int | None = None,
+        proposal: Proposal | None = None,
+        anti_proposal: Proposal | None = None,
+    ):
         self.distribution = probs
         self.source, self.base_top_p, self.alpha, self.guide_rank = source, base_top_p, alpha, guide_rank
         self.proposal, self.anti_proposal = proposal, anti_proposal
@@ -54,10 +70,18 @@ class NextToken:
     def probs(self) -> np.ndarray:
         return as_array(self.distribution)
 
-    def decision(self, token: int, model) -> Decision:
-        return Decision(piece=model.pieces[token], source=self.source, base_token=token, proposal=self.proposal,
-                        anti_proposal=self.anti_proposal, base_top_p=self.base_top_p, alpha=self.alpha,
-                        guide_rank=self.guide_rank, end=token in model.eog_ids)
+    def decide(self, token: int, model: LanguageModel) -> StepDecision:
+        return StepDecision(
+            piece=model.pieces[token],
+            source=self.source,
+            base_token=token,
+            proposal=self.proposal,
+            anti_proposal=self.anti_proposal,
+            base_top_p=self.base_top_p,
+            alpha=self.alpha,
+            guide_rank=self.guide_rank,
+            end=token in model.eog_ids,
+        )
 
 
 @dataclass
@@ -68,35 +92,47 @@ class DecodeContext:
     sampler: SamplerSettings
     rng: np.random.Generator
 
-    def base_decision(self, next_token: NextToken) -> Decision:
-        return next_token.decision(choose(next_token.distribution, self.sampler, self.rng), self.base.model)
+    def base_decision(self, next_token: NextTokenDistribution) -> StepDecision:
+        return next_token.decide(choose(next_token.distribution, self.sampler, self.rng), self.base.model)
 
-    def guide_decision(self, tokens: list[int], piece: bytes, base_top_p: float | None) -> Decision:
-        return Decision(piece=piece, source="guide", guide_tokens=tokens, base_top_p=base_top_p,
-                        end=tokens[-1] in self.guide.model.eog_ids)
+    def guide_decision(self, tokens: list[int], piece: bytes, base_top_p: float | None) -> StepDecision:
+        return StepDecision(
+            piece=piece,
+            source="guide",
+            guide_tokens=tokens,
+            base_top_p=base_top_p,
+            end=tokens[-1] in self.guide.model.eog_ids,
+        )
+
+
+class Method(Protocol):
+    """A decoding method: it reads the models' distributions through `ctx` and decides one step."""
+
+    def step(self, ctx: DecodeContext) -> StepDecision: ...
 
 
 class OnBaseVocabulary(ABC):
     """A method that chooses from a distribution over the base vocabulary."""
 
     @abstractmethod
-    def next_token(self, ctx: DecodeContext) -> NextToken: ...
+    def next_token_distribution(self, ctx: DecodeContext) -> NextTokenDistribution: ...
 
-    def step(self, ctx: DecodeContext) -> Decision:
-        return ctx.base_decision(self.next_token(ctx))
+    def step(self, ctx: DecodeContext) -> StepDecision:
+        return ctx.base_decision(self.next_token_distribution(ctx))
 
 
 class BaseOnly(OnBaseVocabulary):
-    def next_token(self, ctx: DecodeContext) -> NextToken:
+    def next_token_distribution(self, ctx: DecodeContext) -> NextTokenDistribution:
         p = ctx.base.probs()
-        return NextToken(p, "base", float(p.max()))
+        return NextTokenDistribution(p, "base", float(p.max()))
 
 
 class GuideOnly:
     """The guide alone, on its own tokens (it decides every token, so it never heals)."""
 
-    def step(self, ctx: DecodeContext) -> Decision:
+    def step(self, ctx: DecodeContext) -> StepDecision:
         proposal = ctx.guide.propose()
+        assert proposal.native is not None  # the guide alone never heals: its proposals are plain
         token = choose(guide_choosable(ctx.guide, proposal.native), ctx.sampler, ctx.rng)
         return ctx.guide_decision(proposal.anchor + [token], ctx.guide.bridge.guide.pieces[token], None)
 
@@ -115,18 +151,20 @@ class BlendIn(OnBaseVocabulary):
     """The paper's method: the base decides while confident, else the reliability-weighted blend.
     Ensemble is this with alpha = 0.5 at every token."""
 
-    gamma: float = 0.4
-    alpha: float | None = None  # None: the paper's auto alpha
+    gamma: float  # the defaults of both live in GenerationSettings
+    alpha: float | None  # None: the paper's auto alpha
 
-    def next_token(self, ctx: DecodeContext) -> NextToken:
+    def next_token_distribution(self, ctx: DecodeContext) -> NextTokenDistribution:
         p_base = ctx.base.probs()
         top = float(p_base.max())
         if not should_intervene(top, self.gamma):
-            return NextToken(p_base, "base", top)
+            return NextTokenDistribution(p_base, "base", top)
         proposal = ctx.guide.propose()
-        guide = proposal.guide  # sparse on the base vocabulary: the dense 262k vector is never built
+        guide = proposal.on_base_sparse  # sparse on the base vocabulary: the dense 262k vector is never built
         mixed = blend(p_base, guide, self.alpha, top)
-        return NextToken(mixed.probs, "blend", top, mixed.alpha, rank_in(p_base, top_of(guide)[1], top), proposal)
+        return NextTokenDistribution(
+            mixed.probs, "blend", top, mixed.alpha, rank_in(p_base, top_of(guide)[1], top), proposal
+        )
 
 
 def rank_in(probs: np.ndarray, token: int, top: float | None = None) -> int:
@@ -138,17 +176,23 @@ def rank_in(probs: np.ndarray, token: int, top: float | None = None) -> int:
 
 
 def ensemble() -> BlendIn:
-    return BlendIn(gamma=float("inf"), alpha=0.5)
+    return BlendIn(gamma=GAMMA_EVERY_TOKEN, alpha=0.5)
 
 
 class ProxyTuning(OnBaseVocabulary):
     """p_B * p_G / p_G0 at every token; the anti-model G0 shares the guide's vocabulary and prompt."""
 
-    def next_token(self, ctx: DecodeContext) -> NextToken:
+    def next_token_distribution(self, ctx: DecodeContext) -> NextTokenDistribution:
+        assert ctx.anti is not None  # Generation refuses proxy tuning without the anti-model
         p_base = ctx.base.probs()
         guide, anti = ctx.guide.propose(), ctx.anti.propose()
-        return NextToken(proxy_tune(p_base, guide.on_base, anti.on_base), "blend", float(p_base.max()),
-                         proposal=guide, anti_proposal=anti)
+        return NextTokenDistribution(
+            proxy_tune(p_base, guide.on_base, anti.on_base),
+            "blend",
+            float(p_base.max()),
+            proposal=guide,
+            anti_proposal=anti,
+        )
 
 
 _WORD = re.compile(rb"\s*\S+")
@@ -165,22 +209,22 @@ class Nudging:
     token): a chunk cut at its token limit may stop mid-word.
     """
 
-    gamma: float = 0.4
-    chunk: int = 16
+    gamma: float  # the defaults of both live in GenerationSettings
+    chunk: int
     lookahead: int = 8  # base tokens read at most to find the word it would write next
     queue: list[tuple[int, bytes]] = field(default_factory=list)  # guide tokens still to insert
     text: bytes = b""  # the inserted part of the draft so far, then what is queued
     inserted: int = 0  # bytes of `text` inserted so far
     word_ends: frozenset[int] = frozenset()
 
-    def step(self, ctx: DecodeContext) -> Decision:
+    def step(self, ctx: DecodeContext) -> StepDecision:
         if self.queue and self.inserted in self.word_ends and self._base_takes_over(ctx):
             self.queue = []
         if not self.queue:
             p_base = ctx.base.probs()
             top = float(p_base.max())
             if not should_intervene(top, self.gamma):
-                return ctx.base_decision(NextToken(p_base, "base", top))
+                return ctx.base_decision(NextTokenDistribution(p_base, "base", top))
             self._draft(ctx)
         token, piece = self.queue.pop(0)
         self.inserted += len(piece)

@@ -24,11 +24,12 @@ from __future__ import annotations
 
 import re
 import weakref
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Protocol, Sequence
+from typing import Any, cast
 
+from blendin_local.engine.model import ContextFull, LanguageModel
 from blendin_local.errors import BlendinError
-from blendin_local.backends.llama import ContextFull
 
 PLAIN_FORMAT = "{system}\nQuestion: {prompt}\n"
 BUILTIN_STYLES = ("plain", "chat", "raw")
@@ -42,22 +43,6 @@ _PREVIEW_CHARS = 40  # of a bad placeholder quoted in an error: the message stay
 class Message:
     role: str  # "system", "user" or "assistant"
     content: str
-
-
-class PromptModel(Protocol):
-    name: str
-    adds_bos: bool
-    bos_id: int
-    eos_id: int
-    n_ctx: int
-    pieces: Sequence[bytes]
-    control_ids: frozenset[int]
-
-    def tokenize(self, text: bytes, *, add_bos: bool = False, special: bool = False) -> list[int]: ...
-
-    def token_bytes(self, token: int, special: bool = False) -> bytes: ...
-
-    def metadata(self, key: str) -> str | None: ...
 
 
 class PromptFormatError(BlendinError):
@@ -74,8 +59,11 @@ class PromptTooLong(ContextFull):
     """A prompt longer than the model's context, found before (or while) tokenizing it."""
 
     def __init__(self, model: str, n_ctx: int, needed: int, why: str):
-        BlendinError.__init__(self, f"the prompt is too long for {model}, whose context holds {n_ctx} tokens: {why};"
-                              " shorten it or raise -c/--ctx-size")
+        BlendinError.__init__(
+            self,
+            f"the prompt is too long for {model}, whose context holds {n_ctx} tokens: {why};"
+            " shorten it or raise -c/--ctx-size",
+        )
         self.needed, self.n_ctx = needed, n_ctx
 
 
@@ -94,7 +82,7 @@ def utf8_problem(text: str) -> str | None:
 
 def _preview(text: str) -> str:
     """`text` quoted for a one-line message: control characters escaped, long text cut."""
-    shown = text if len(text) <= _PREVIEW_CHARS else text[:_PREVIEW_CHARS - 3] + "..."
+    shown = text if len(text) <= _PREVIEW_CHARS else text[: _PREVIEW_CHARS - 3] + "..."
     return repr(shown)
 
 
@@ -103,8 +91,9 @@ def _what_is_wrong(placeholder: str) -> str:
     inside = placeholder[1:-1]
     name = re.split(r"[.\[!:]", inside, maxsplit=1)[0]
     if name in PLACEHOLDERS:
-        return {":": "has a format spec", "!": "has a conversion", ".": "reads an attribute",
-                "[": "indexes"}[inside[len(name)]]
+        return {":": "has a format spec", "!": "has a conversion", ".": "reads an attribute", "[": "indexes"}[
+            inside[len(name)]
+        ]
     if name == "" or name.isdigit():
         return "is positional"
     return "is not a known placeholder"
@@ -118,7 +107,7 @@ class PromptFormat:
     parts: tuple[str, ...]
 
     @classmethod
-    def parse(cls, text: str, field: str | None = None) -> "PromptFormat":
+    def parse(cls, text: str, field: str | None = None) -> PromptFormat:
         problem = utf8_problem(text)
         if problem is not None:
             raise PromptFormatError(f"not valid UTF-8 ({problem})", field)
@@ -126,7 +115,7 @@ class PromptFormat:
         literal: list[str] = []
         end = 0
         for match in _FORMAT_UNIT.finditer(text):
-            literal.append(text[end:match.start()])
+            literal.append(text[end : match.start()])
             end = match.end()
             unit = match.group()
             if unit in ("{{", "}}"):
@@ -134,19 +123,27 @@ class PromptFormat:
                 continue
             where = f" at character {match.start()}"
             if unit == "{":
-                raise PromptFormatError(f"the {{{where} opens no placeholder: it is not closed before the next brace"
-                                        " (write {{ for a literal brace)", field)
+                raise PromptFormatError(
+                    f"the {{{where} opens no placeholder: it is not closed before the next brace"
+                    " (write {{ for a literal brace)",
+                    field,
+                )
             if unit == "}":
                 raise PromptFormatError(f"the }}{where} closes no placeholder (write }}}} for a literal brace)", field)
             if unit[1:-1] not in PLACEHOLDERS:
-                raise PromptFormatError(f"{_preview(unit)}{where} {_what_is_wrong(unit)}: the placeholders are exactly"
-                                        " {prompt} and {system} (write {{ and }} for literal braces)", field)
+                raise PromptFormatError(
+                    f"{_preview(unit)}{where} {_what_is_wrong(unit)}: the placeholders are exactly"
+                    " {prompt} and {system} (write {{ and }} for literal braces)",
+                    field,
+                )
             parts += ["".join(literal), unit[1:-1]]
             literal = []
         literal.append(text[end:])
         parts.append("".join(literal))
         if "prompt" not in parts[1::2]:
-            raise PromptFormatError(f"{_preview(text)} needs a {{prompt}} placeholder (or use plain, chat or raw)", field)
+            raise PromptFormatError(
+                f"{_preview(text)} needs a {{prompt}} placeholder (or use plain, chat or raw)", field
+            )
         return cls(tuple(parts))
 
     def render(self, prompt: str, system: str) -> str:
@@ -203,28 +200,33 @@ def render_raw(messages: Sequence[Message]) -> str:
     return "".join(m.content for m in turns)
 
 
-def render_chat(model: PromptModel, messages: Sequence[Message]) -> str:
+def render_chat(model: LanguageModel, messages: Sequence[Message]) -> str:
     from llama_cpp.llama_chat_format import Jinja2ChatFormatter
 
     template = model.metadata("tokenizer.chat_template")
     if not template:
-        raise BlendinError(f"{model.name} has no chat template in its GGUF metadata; use a plain or custom prompt style")
+        raise BlendinError(
+            f"{model.name} has no chat template in its GGUF metadata; use a plain or custom prompt style"
+        )
     formatter = Jinja2ChatFormatter(
         template=template,
         eos_token=model.token_bytes(model.eos_id, special=True).decode("utf-8", "replace"),
         bos_token=model.token_bytes(model.bos_id, special=True).decode("utf-8", "replace"),
     )
     try:
-        return formatter(messages=[{"role": m.role, "content": m.content} for m in messages]).prompt
+        chat = [{"role": m.role, "content": m.content} for m in messages]
+        prompt: str = formatter(messages=cast(Any, chat)).prompt  # llama-cpp-python types these per role
     except Exception as e:  # the template is the model author's code: any error it raises is about its input
-        raise BlendinError(f"{model.name}: its chat template failed on this conversation: {' '.join(str(e).split())}"
-                           ) from None
+        raise BlendinError(
+            f"{model.name}: its chat template failed on this conversation: {' '.join(str(e).split())}"
+        ) from None
+    return prompt
 
 
-_longest_pieces: "weakref.WeakKeyDictionary[PromptModel, int]" = weakref.WeakKeyDictionary()
+_longest_pieces: weakref.WeakKeyDictionary[LanguageModel, int] = weakref.WeakKeyDictionary()
 
 
-def longest_piece(model: PromptModel) -> int:
+def longest_piece(model: LanguageModel) -> int:
     """Bytes of the model's longest token text, control tokens as written included (a chat prompt
     is tokenized with them parsed); computed once per model."""
     if model not in _longest_pieces:
@@ -233,7 +235,7 @@ def longest_piece(model: PromptModel) -> int:
     return _longest_pieces[model]
 
 
-def prompt_byte_limit(model: PromptModel) -> int:
+def prompt_byte_limit(model: LanguageModel) -> int:
     """Bytes of the longest prompt text the model's context could hold: every token covers at most
     its longest piece. (The tokenizers used keep every byte of the text; one that folded
     whitespace away, like T5's, could see a prompt refused here that would have fit.)"""
@@ -248,7 +250,7 @@ def _utf8_prefix(data: bytes, size: int) -> bytes:
     return data[:size]
 
 
-def _tokenize_if_it_fits(model: PromptModel, data: bytes, add_bos: bool, special: bool) -> list[int]:
+def _tokenize_if_it_fits(model: LanguageModel, data: bytes, add_bos: bool, special: bool) -> list[int]:
     """model.tokenize(data), unless a prefix already needs more tokens than the context holds.
 
     llama.cpp's tokenizer is superlinear on some texts: Gemma 3 took 134 s for 196 KB of " \\n"
@@ -264,17 +266,19 @@ def _tokenize_if_it_fits(model: PromptModel, data: bytes, add_bos: bool, special
         prefix = _utf8_prefix(data, size)
         n_tokens = len(model.tokenize(prefix, add_bos=add_bos, special=special))
         if n_tokens > limit:
-            raise PromptTooLong(model.name, model.n_ctx, n_tokens,
-                                f"its first {len(prefix)} bytes alone take {n_tokens} tokens")
+            raise PromptTooLong(
+                model.name, model.n_ctx, n_tokens, f"its first {len(prefix)} bytes alone take {n_tokens} tokens"
+            )
         size *= 2
     return model.tokenize(data, add_bos=add_bos, special=special)
 
 
-def prompt_tokens(model: PromptModel, messages: Sequence[Message], style: str) -> list[int]:
+def prompt_tokens(model: LanguageModel, messages: Sequence[Message], style: str) -> list[int]:
     """The model's prompt for the conversation in `style`. A text that cannot fit in the context is
     refused (PromptTooLong) before it is built past prompt_byte_limit, and while it is tokenized."""
     max_bytes = prompt_byte_limit(model)
     too_long = f"it is more than {max_bytes} bytes, and no token is longer than {longest_piece(model)}"
+    text: str | None
     if style == "chat":
         text = render_chat(model, messages)
     elif style == "raw":

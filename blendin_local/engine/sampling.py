@@ -8,10 +8,14 @@ lowest id on ties), whatever the filters say.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
 
-from blendin_local.engine.blending import Mixture, argmax, as_array
+from blendin_local.engine.blending import LazyMixture, argmax, as_array
+
+if TYPE_CHECKING:
+    from blendin_local.engine.distributions import FloatArray, IdArray
 
 _PARTIAL_SORT = 4096  # top-p rarely needs more than this many tokens sorted
 
@@ -28,11 +32,11 @@ class SamplerSettings:
         return self.temperature == 0.0
 
 
-def filter_candidates(probs: np.ndarray, settings: SamplerSettings) -> np.ndarray:
+def filter_candidates(probs: FloatArray, settings: SamplerSettings) -> IdArray:
     """Ids of the tokens that survive top-k, top-p and min-p, most probable first."""
-    candidates = np.flatnonzero(probs > 0)
+    candidates: IdArray = np.flatnonzero(probs > 0)
     if settings.top_k > 0 and settings.top_k < len(candidates):
-        candidates = candidates[np.argpartition(-probs[candidates], settings.top_k - 1)[:settings.top_k]]
+        candidates = candidates[np.argpartition(-probs[candidates], settings.top_k - 1)[: settings.top_k]]
     total = probs[candidates].sum()
     candidates = _sorted_by_prob(probs, candidates, settings.top_p)
     if settings.top_p < 1.0 and len(candidates):
@@ -43,7 +47,7 @@ def filter_candidates(probs: np.ndarray, settings: SamplerSettings) -> np.ndarra
     return candidates
 
 
-def _sorted_by_prob(probs: np.ndarray, candidates: np.ndarray, top_p: float) -> np.ndarray:
+def _sorted_by_prob(probs: FloatArray, candidates: IdArray, top_p: float) -> IdArray:
     if top_p < 1.0 and len(candidates) > _PARTIAL_SORT:
         head = candidates[np.argpartition(-probs[candidates], _PARTIAL_SORT - 1)[:_PARTIAL_SORT]]
         if probs[head].sum() >= top_p * probs[candidates].sum():
@@ -51,7 +55,7 @@ def _sorted_by_prob(probs: np.ndarray, candidates: np.ndarray, top_p: float) -> 
     return candidates[np.argsort(-probs[candidates], kind="stable")]
 
 
-def choose(probs: np.ndarray | Mixture, settings: SamplerSettings, rng: np.random.Generator) -> int:
+def choose(probs: FloatArray | LazyMixture, settings: SamplerSettings, rng: np.random.Generator) -> int:
     if settings.greedy:
         return argmax(probs)
     probs = as_array(probs)

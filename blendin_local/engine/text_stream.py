@@ -7,7 +7,7 @@ never reaches the output, even when it arrives split over several tokens.
 from __future__ import annotations
 
 import codecs
-from typing import Sequence
+from collections.abc import Sequence
 
 
 class TextStream:
@@ -59,6 +59,6 @@ class TextStream:
 
     def _emit(self, upto: int) -> str:
         upto = max(upto, self.emitted)
-        out = self.text[self.emitted:upto]
+        out = self.text[self.emitted : upto]
         self.emitted = upto
         return out

@@ -44,12 +44,12 @@ import os
 import random
 import re
 import string
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Iterator
 
 from blendin_local.errors import BlendinError
-from blendin_local.eval.scoring import gold_number
+from blendin_local.eval.numbers import gold_number
 
 DATA_DIR_ENV = "BLENDIN_DATA_DIR"
 DEFAULT_SEED = 609
@@ -123,6 +123,7 @@ def sample_items(items: list[EvalItem], limit: int | None, seed: int = DEFAULT_S
 
 # Reading: each record comes with "<path>, line <n>" so that every complaint names its place.
 
+
 def _read_text(path: Path) -> str:
     try:
         raw = path.read_bytes()
@@ -160,7 +161,8 @@ def _json_array_records(path: Path, text: str) -> Iterator[tuple[int, object]]:
     decoder = json.JSONDecoder()
 
     def skip(pos: int) -> int:
-        return _WHITESPACE.match(text, pos).end()
+        space = _WHITESPACE.match(text, pos)  # \s* matches everywhere, if only emptily
+        return space.end() if space else pos
 
     def invalid(pos: int, what: str) -> BlendinError:
         return BlendinError(f"{path}, line {text.count(chr(10), 0, pos) + 1}: invalid JSON ({what})")
@@ -179,7 +181,7 @@ def _json_array_records(path: Path, text: str) -> Iterator[tuple[int, object]]:
         yield text.count("\n", 0, pos) + 1, record
         pos = skip(end)
         if text.startswith("]", pos):
-            if text[skip(pos + 1):]:
+            if text[skip(pos + 1) :]:
                 raise invalid(skip(pos + 1), "extra data after the array")
             return
         if not text.startswith(",", pos):
@@ -197,6 +199,7 @@ def _csv_records(path: Path, text: str) -> Iterator[tuple[int, object]]:
 
 
 # Building items: every value the item needs is checked, with its key, before it is used.
+
 
 def _as_object(record: object, where: str) -> dict:
     if not isinstance(record, dict):
@@ -233,7 +236,7 @@ def _texts(values: list, key: str, where: str) -> list[str]:
 
 def _choice_item(name: str, index: int, question: str, choices: list[str], gold: int, meta: dict) -> EvalItem:
     options = "\n".join(
-        OPTION.format(letter=letter, text=text) for letter, text in zip(string.ascii_uppercase, choices)
+        OPTION.format(letter=letter, text=text) for letter, text in zip(string.ascii_uppercase, choices, strict=False)
     )
     return EvalItem(
         dataset=name,
@@ -270,7 +273,11 @@ def _arc_item(name: str, index: int, record: dict, where: str) -> EvalItem:
     stem = _field(question, "stem", str, where)
     options = _field(question, "choices", list, where)
     for i, option in enumerate(options):
-        if not isinstance(option, dict) or not isinstance(option.get("text"), str) or not isinstance(option.get("label"), str):
+        if (
+            not isinstance(option, dict)
+            or not isinstance(option.get("text"), str)
+            or not isinstance(option.get("label"), str)
+        ):
             raise BlendinError(f"{where}: question.choices[{i}] must have string 'text' and 'label'")
     texts = _texts([option["text"] for option in options], "question.choices", where)
     labels = tuple(option["label"] for option in options)

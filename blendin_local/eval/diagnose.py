@@ -16,6 +16,8 @@ from statistics import mean
 
 import numpy as np
 
+from blendin_local.engine.settings import GenerationSettings
+
 WORTH_IT, BORDERLINE, NOT_WORTH_IT = 0, 3, 4
 FAILING_RATE = 0.20  # the paper: pairs above about 20% intervention tend to fail
 COMFORTABLE_RATE = 0.10
@@ -46,7 +48,7 @@ class Diagnosis:
 def suggest_gamma(base_top_ps: list[float], target: float = TARGET_RATE) -> float:
     """The gamma below which about `target` of the base's steps fall, rounded to 0.05."""
     if not base_top_ps:
-        return 0.4
+        return GenerationSettings.model_fields["gamma"].default  # nothing measured: the paper's
     gamma = float(np.quantile(np.asarray(base_top_ps), target))
     return round(min(0.9, max(0.05, round(gamma / 0.05) * 0.05)), 2)
 
@@ -65,16 +67,35 @@ def judge_pair(coverage: dict, blendin: list[dict], nudging: list[dict]) -> Diag
         reason = f"only {exact:.0f}% of the guide's tokens exist in the base vocabulary: its guidance mostly cannot be written"
     elif rate > FAILING_RATE:
         verdict, code = "not worth it", NOT_WORTH_IT
-        reason = (f"BlendIn intervened on {100 * rate:.0f}% of tokens: above the ~20% where the paper's pairs "
-                  "failed, a sign that the guidance confuses the base")
+        reason = (
+            f"BlendIn intervened on {100 * rate:.0f}% of tokens: above the ~20% where the paper's pairs "
+            "failed, a sign that the guidance confuses the base"
+        )
     elif rate > COMFORTABLE_RATE or (agreement is not None and agreement < 0.5):
         verdict, code = "borderline", BORDERLINE
-        reason = (f"BlendIn intervened on {100 * rate:.0f}% of tokens"
-                  + (f" and the guide's top token was in the base's top {TOP_K} at {100 * agreement:.0f}% of them"
-                     if agreement is not None else "")
-                  + ": check a larger sample before a long run")
+        reason = (
+            f"BlendIn intervened on {100 * rate:.0f}% of tokens"
+            + (
+                f" and the guide's top token was in the base's top {TOP_K} at {100 * agreement:.0f}% of them"
+                if agreement is not None
+                else ""
+            )
+            + ": check a larger sample before a long run"
+        )
     else:
         verdict, code = "worth it", WORTH_IT
         reason = f"BlendIn intervened on {100 * rate:.0f}% of tokens, well below the ~20% where pairs tend to fail"
-    return Diagnosis(exact, coverage["prefix_pct"], coverage["unmapped_pct"], len(blendin), rate, nudge_rate,
-                     agreement, mean(alphas) if alphas else None, gamma, verdict, reason, code)
+    return Diagnosis(
+        exact,
+        coverage["prefix_pct"],
+        coverage["unmapped_pct"],
+        len(blendin),
+        rate,
+        nudge_rate,
+        agreement,
+        mean(alphas) if alphas else None,
+        gamma,
+        verdict,
+        reason,
+        code,
+    )

@@ -57,9 +57,7 @@ _TERMINATOR = re.compile(r"(\.{2,}|…|[.!?]+)([\"'”’)\]*_]*)(?=\s|$)")
 _OPENERS = "\"'“‘([*_"
 _QUOTES = "\"'”’"
 # Abbreviations that precede a name or a number, so their period never ends a sentence.
-_NEVER_FINAL = frozenset(
-    "mr mrs ms dr prof st gen capt col lt sgt rev hon mt vs e.g i.e cf approx fig dept".split()
-)
+_NEVER_FINAL = frozenset("mr mrs ms dr prof st gen capt col lt sgt rev hon mt vs e.g i.e cf approx fig dept".split())
 # Abbreviations that also end sentences: their period does so only before a capital.
 _OFTEN_FINAL = frozenset("etc jr sr inc ltd co corp al no".split())
 _DOTTED = re.compile(r"[^\W_]+(?:\.[^\W_]+)+")
@@ -74,7 +72,7 @@ def split_sentences(text: str) -> list[str]:
         start = 0
         for match in _TERMINATOR.finditer(block):
             if _ends_sentence(block, match):
-                sentences.append(block[start:match.end()].strip())
+                sentences.append(block[start : match.end()].strip())
                 start = match.end()
         sentences.append(block[start:].strip())
     return [s for s in sentences if re.search(r"\w", s)]
@@ -82,7 +80,7 @@ def split_sentences(text: str) -> list[str]:
 
 def _ends_sentence(text: str, match: re.Match[str]) -> bool:
     terminator, closers = match.group(1), match.group(2)
-    following = text[match.end():].lstrip().lstrip(_OPENERS)
+    following = text[match.end() :].lstrip().lstrip(_OPENERS)
     if not following:
         return True
     next_is_capital = following[0].isupper()
@@ -91,7 +89,8 @@ def _ends_sentence(text: str, match: re.Match[str]) -> bool:
     if "?" in terminator or "!" in terminator:
         quoted = any(c in _QUOTES for c in closers)
         return not (quoted and following[0].islower())
-    before = re.search(r"\S*$", text[:match.start()]).group().lstrip(_OPENERS).lower()
+    last_word = re.search(r"\S*$", text[: match.start()])  # matches everywhere, if only emptily
+    before = (last_word.group() if last_word else "").lstrip(_OPENERS).lower()
     if before in _NEVER_FINAL or (len(before) == 1 and before.isalpha()):
         return False
     if before in _OFTEN_FINAL or _DOTTED.fullmatch(before):
@@ -107,9 +106,7 @@ def _language_detector() -> tuple[Callable[[str], str], type[Exception]]:
     try:
         import langdetect
     except ImportError as error:
-        raise BlendinError(
-            f"IFEval language checks need the 'langdetect' package: {install_hint('eval')}"
-        ) from error
+        raise BlendinError(f"IFEval language checks need the 'langdetect' package: {install_hint('eval')}") from error
     # langdetect samples n-grams at random; a fixed seed makes every verdict reproducible.
     langdetect.DetectorFactory.seed = 0
     return langdetect.detect, langdetect.LangDetectException
@@ -184,9 +181,7 @@ def _word_total(response: str, *, num_words: int, relation: str) -> bool:
 _BLANK_LINE = re.compile(r"\n[ \t]*\n")
 
 
-def _nth_paragraph_first_word(
-    response: str, *, num_paragraphs: int, nth_paragraph: int, first_word: str
-) -> bool:
+def _nth_paragraph_first_word(response: str, *, num_paragraphs: int, nth_paragraph: int, first_word: str) -> bool:
     paragraphs = [p for p in _BLANK_LINE.split(response) if p.strip()]
     if len(paragraphs) != num_paragraphs or not 1 <= nth_paragraph <= num_paragraphs:
         return False
@@ -264,7 +259,7 @@ def _repeats_prompt(response: str, *, prompt_to_repeat: str) -> bool:
 
 
 def _ends_with(response: str, *, end_phrase: str) -> bool:
-    return response.strip().strip("\"“”").lower().endswith(end_phrase.strip().lower())
+    return response.strip().strip('"“”').lower().endswith(end_phrase.strip().lower())
 
 
 def _capital_word_count(response: str, *, capital_frequency: int, capital_relation: str) -> bool:
@@ -402,7 +397,7 @@ def loose_variants(response: str) -> tuple[str, ...]:
 def score_response(item: IFEvalItem, response: str) -> dict:
     variants = loose_variants(response)
     strict, loose = [], []
-    for instruction_id, kwargs in zip(item.instruction_ids, item.kwargs):
+    for instruction_id, kwargs in zip(item.instruction_ids, item.kwargs, strict=True):
         strict.append(check_instruction(instruction_id, kwargs, response, item.prompt))
         loose.append(any(check_instruction(instruction_id, kwargs, v, item.prompt) for v in variants))
     return {"strict": strict, "loose": loose, "prompt_strict": all(strict), "prompt_loose": all(loose)}
@@ -444,7 +439,7 @@ def parse_item(record: dict) -> IFEvalItem:
     if len(kwargs) != len(ids):
         raise ValueError(f"{where}: {len(ids)} instruction(s) but {len(kwargs)} kwargs object(s)")
     cleaned = tuple({name: value for name, value in k.items() if value is not None} for k in kwargs)
-    for instruction_id, arguments in zip(ids, cleaned):
+    for instruction_id, arguments in zip(ids, cleaned, strict=True):
         try:
             _arguments(instruction_id, arguments, prompt)
         except ValueError as error:

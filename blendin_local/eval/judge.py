@@ -88,10 +88,15 @@ class Judge:
             return None
         prompt = rubric.format(question=item.question, gold=item.gold, output=output)
         try:
-            response = self.client.post(f"{self.url}/chat/completions", json={
-                "model": self.model, "temperature": 0, "max_tokens": 32,
-                "messages": [{"role": "user", "content": prompt}],
-            })
+            response = self.client.post(
+                f"{self.url}/chat/completions",
+                json={
+                    "model": self.model,
+                    "temperature": 0,
+                    "max_tokens": 32,
+                    "messages": [{"role": "user", "content": prompt}],
+                },
+            )
             response.raise_for_status()
             reply = response.json()["choices"][0]["message"]["content"]
         except (httpx.HTTPError, KeyError, IndexError, TypeError, ValueError) as e:

@@ -15,8 +15,8 @@ from math import sqrt
 from pathlib import Path
 from statistics import mean, pstdev
 
-from blendin_local.errors import BlendinError, install_hint
 from blendin_local.engine.methods import METHODS
+from blendin_local.errors import BlendinError, install_hint
 from blendin_local.eval.runs import read_run
 
 
@@ -65,8 +65,10 @@ def _ifeval_extra(records: list[dict]) -> dict:
 def _xstest_extra(records: list[dict]) -> dict:
     safe = [not r["scoring"]["refused"] for r in records if r["scoring"].get("label") == "safe"]
     unsafe = [r["scoring"]["refused"] for r in records if r["scoring"].get("label") == "unsafe"]
-    return {"complied_safe": round(mean(safe), 4) if safe else None,
-            "refused_unsafe": round(mean(unsafe), 4) if unsafe else None}
+    return {
+        "complied_safe": round(mean(safe), 4) if safe else None,
+        "refused_unsafe": round(mean(unsafe), 4) if unsafe else None,
+    }
 
 
 def summarise(dataset: str, method: str, records: list[dict]) -> Row:
@@ -84,8 +86,11 @@ def summarise(dataset: str, method: str, records: list[dict]) -> Row:
     stops = Counter(r["stop_reason"] for r in records)
     scores = [r["score"] for r in records if r["score"] is not None]
     return Row(
-        dataset=dataset, method=method, n=len(records),
-        score=_mean(scores), interval=score_interval(scores),
+        dataset=dataset,
+        method=method,
+        n=len(records),
+        score=_mean(scores),
+        interval=score_interval(scores),
         intervention_rate=_mean(r["intervention_rate"] for r in records) or 0.0,
         tokens_per_s=_mean(r["tokens_per_s"] for r in records) or 0.0,
         tokens=_mean(r["n_tokens"] for r in records) or 0.0,
@@ -115,8 +120,17 @@ def markdown_table(rows: list[Row]) -> str:
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for r in rows:
         interval = "-" if r.interval is None else f"{r.interval[0]:.2f}-{r.interval[1]:.2f}"
-        cells = [r.method, str(r.n), _fmt(r.score), interval, f"{100 * r.intervention_rate:.1f}%", f"{r.tokens_per_s:.1f}",
-                 f"{r.tokens:.0f}", *(_fmt(r.extra.get(k)) for k in extra_keys), r.stops]
+        cells = [
+            r.method,
+            str(r.n),
+            _fmt(r.score),
+            interval,
+            f"{100 * r.intervention_rate:.1f}%",
+            f"{r.tokens_per_s:.1f}",
+            f"{r.tokens:.0f}",
+            *(_fmt(r.extra.get(k)) for k in extra_keys),
+            r.stops,
+        ]
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
@@ -125,11 +139,38 @@ def write_csv(rows: list[Row], path: Path) -> None:
     extra_keys = sorted({k for r in rows for k in r.extra})
     with path.open("w", newline="") as f:
         writer = csv.writer(f)
-        writer.writerow(["dataset", "method", "n", "score", "score_low", "score_high", "intervention_rate", "tokens_per_s", "tokens", *extra_keys, "stops"])
+        writer.writerow(
+            [
+                "dataset",
+                "method",
+                "n",
+                "score",
+                "score_low",
+                "score_high",
+                "intervention_rate",
+                "tokens_per_s",
+                "tokens",
+                *extra_keys,
+                "stops",
+            ]
+        )
         for r in rows:
             low, high = r.interval if r.interval else (None, None)
-            writer.writerow([r.dataset, r.method, r.n, r.score, low and round(low, 4), high and round(high, 4), round(r.intervention_rate, 4), round(r.tokens_per_s, 2),
-                             round(r.tokens, 1), *(r.extra.get(k) for k in extra_keys), r.stops])
+            writer.writerow(
+                [
+                    r.dataset,
+                    r.method,
+                    r.n,
+                    r.score,
+                    low and round(low, 4),
+                    high and round(high, 4),
+                    round(r.intervention_rate, 4),
+                    round(r.tokens_per_s, 2),
+                    round(r.tokens, 1),
+                    *(r.extra.get(k) for k in extra_keys),
+                    r.stops,
+                ]
+            )
 
 
 def _pyplot():
@@ -158,7 +199,7 @@ def plot_intervention_vs_score(rows: list[Row], records: dict[str, dict[str, lis
     for method in ("blendin", "nudging"):
         samples = [r for by_method in records.values() for r in by_method.get(method, []) if r["score"] is not None]
         xs, ys = [], []
-        for lo, hi in zip(edges, edges[1:]):
+        for lo, hi in zip(edges, edges[1:], strict=False):
             inside = [r["score"] for r in samples if lo <= r["intervention_rate"] < hi]
             if inside:
                 xs.append((lo + min(hi, 1.0)) / 2)
@@ -174,12 +215,14 @@ def plot_intervention_vs_score(rows: list[Row], records: dict[str, dict[str, lis
 
 def plot_alpha_histograms(records: dict[str, dict[str, list[dict]]], path: Path) -> bool:
     plt = _pyplot()
-    series = {d: [a for r in by_method.get("blendin", []) for a in r.get("alphas", [])] for d, by_method in records.items()}
+    series = {
+        d: [a for r in by_method.get("blendin", []) for a in r.get("alphas", [])] for d, by_method in records.items()
+    }
     series = {d: v for d, v in series.items() if v}
     if not series:
         return False
     fig, axes = plt.subplots(1, len(series), figsize=(3.2 * len(series), 3), squeeze=False)
-    for ax, (dataset, alphas) in zip(axes[0], series.items()):
+    for ax, (dataset, alphas) in zip(axes[0], series.items(), strict=True):
         ax.hist(alphas, bins=20, range=(0, 1))
         ax.set(title=f"{dataset} (n={len(alphas)})", xlabel="auto alpha")
     fig.tight_layout()

@@ -13,20 +13,19 @@ from __future__ import annotations
 
 import queue
 import time
-from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor, wait
+from collections.abc import Callable, Sequence
+from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
-from typing import Callable, Sequence
+from typing import Any, Protocol
 
 from tqdm import tqdm
 
-from blendin_local.engine.generation import GenerationSettings
 from blendin_local.engine.likelihood import forced_logprob
 from blendin_local.engine.prompts import Message
+from blendin_local.engine.settings import GenerationSettings
 from blendin_local.eval.datasets import EvalItem
 from blendin_local.eval.judge import Judge
-from blendin_local.eval.runs import RunFolder
 from blendin_local.eval.scoring import score_item
-
 
 LOGLIK_PREFIX = "Answer:"  # forced before each option, not scored: the answer form of the base's prompt
 LOGLIK_METHODS = ("base", "guide", "blendin", "ensemble", "proxy")  # Nudging has no token distribution
@@ -43,8 +42,9 @@ def option_loglik(pair, messages: list[Message], item: EvalItem, settings: Gener
     return {"choice": choice, "correct": choice == item.gold, "per_byte": scores}
 
 
-def sample_record(item: EvalItem, method: str, result, scoring: dict, judged: dict | None, seconds: float,
-                  loglik: dict | None = None) -> dict:
+def sample_record(
+    item: EvalItem, method: str, result, scoring: dict, judged: dict | None, seconds: float, loglik: dict | None = None
+) -> dict:
     alphas = [round(e.alpha, 4) for e in result.trace if e.alpha is not None]
     ranks = [e.guide_rank for e in result.trace if e.guide_rank is not None]
     return {
@@ -90,9 +90,28 @@ class LiveStats:
         return " | ".join(parts)
 
 
-def run_samples(pairs: Sequence, items: Sequence[EvalItem], methods: Sequence[str], common: dict,
-                folder: RunFolder, judge: Judge | None = None,
-                on_record: Callable[[dict], None] | None = None, progress: bool = True, loglik: bool = False) -> int:
+class RunRecords(Protocol):
+    """Where finished samples go: a run folder (runs.RunFolder), or memory for a diagnosis."""
+
+    config: dict[str, Any]
+    earlier: list[dict]
+
+    def is_done(self, method: str, sample_id: str) -> bool: ...
+
+    def append(self, method: str, record: dict) -> None: ...
+
+
+def run_samples(
+    pairs: Sequence,
+    items: Sequence[EvalItem],
+    methods: Sequence[str],
+    common: dict,
+    folder: RunRecords,
+    judge: Judge | None = None,
+    on_record: Callable[[dict], None] | None = None,
+    progress: bool = True,
+    loglik: bool = False,
+) -> int:
     """Run every (item, method) not yet in the folder; returns how many were run. With `loglik`,
     multiple-choice items are also scored by option log-likelihood."""
     todo = [(item, method) for item in items for method in methods if not folder.is_done(method, item.id)]
@@ -100,9 +119,15 @@ def run_samples(pairs: Sequence, items: Sequence[EvalItem], methods: Sequence[st
     stats = LiveStats()
     for record in folder.earlier:
         stats.add(record)
-    bar = tqdm(total=len(items) * len(methods), initial=len(items) * len(methods) - len(todo),
-               desc=folder.config["dataset"], unit="sample", disable=not progress, dynamic_ncols=True)
-    free = queue.SimpleQueue()
+    bar = tqdm(
+        total=len(items) * len(methods),
+        initial=len(items) * len(methods) - len(todo),
+        desc=folder.config["dataset"],
+        unit="sample",
+        disable=not progress,
+        dynamic_ncols=True,
+    )
+    free: queue.SimpleQueue[Any] = queue.SimpleQueue()
     for pair in pairs:
         free.put(pair)
 
@@ -114,8 +139,11 @@ def run_samples(pairs: Sequence, items: Sequence[EvalItem], methods: Sequence[st
             result = pair.generate(messages, settings[method])
             scoring = score_item(item, result.text)
             judged = judge.grade(item, result.text) if judge else None
-            by_likelihood = (option_loglik(pair, messages, item, settings[method])
-                             if loglik and item.choices and method in LOGLIK_METHODS else None)
+            by_likelihood = (
+                option_loglik(pair, messages, item, settings[method])
+                if loglik and item.choices and method in LOGLIK_METHODS
+                else None
+            )
             return sample_record(item, method, result, scoring, judged, time.perf_counter() - started, by_likelihood)
         finally:
             free.put(pair)
@@ -134,7 +162,8 @@ def run_samples(pairs: Sequence, items: Sequence[EvalItem], methods: Sequence[st
                 finish(one(item, method))
         else:
             with ThreadPoolExecutor(len(pairs)) as pool:
-                pending, failed = set(), []
+                pending: set[Future[dict]] = set()
+                failed: list[BaseException] = []
 
                 def settle(done) -> None:
                     # Every sample that finished is saved, even when another one failed (a server

@@ -43,14 +43,16 @@ class RunFolder:
     _lock: Lock = field(default_factory=Lock)
 
     @classmethod
-    def open(cls, path: Path, config: dict, resume: bool) -> "RunFolder":
+    def open(cls, path: Path, config: dict, resume: bool) -> RunFolder:
         """The folder for `config`: new, or (with resume) the same configuration continued."""
         config_file = path / CONFIG_FILE
         if config_file.exists():
             diff = _differences(_read_config(config_file), config)
             if diff:
-                raise BlendinError(f"{path} holds a run with a different configuration ({'; '.join(diff[:3])}): "
-                                   "use another --out folder")
+                raise BlendinError(
+                    f"{path} holds a run with a different configuration ({'; '.join(diff[:3])}): "
+                    "use another --out folder"
+                )
             if not resume:
                 raise BlendinError(f"{path} already holds this run: pass --resume to continue it, or use another --out")
         elif path.exists() and any(path.iterdir()):
@@ -94,7 +96,7 @@ def _record_line(record: dict) -> bytes:
 def _write_all(fd: int, data: bytes) -> None:
     view = memoryview(data)
     while view:
-        view = view[os.write(fd, view):]
+        view = view[os.write(fd, view) :]
 
 
 def _read_config(config_file: Path) -> dict:

@@ -7,10 +7,11 @@ keeps inventing "Question: ... Answer: ..." turns is scored on all of it (cuttin
 off is the generator's business, not the scorer's).
 
 gsm8k
-    The last number in the answer (`extract_last_number`): commas as thousands separators
-    ("1,234"), a "$" sign, a leading minus ("-5", but "16-3" is 3), decimals; a sentence
-    period is not a decimal point ("42." is 42). Gold is the number after "####"
-    (`gold_number`). Compared as decimals, so "42.0" equals "42". Score 1.0 or 0.0.
+    The last number in the answer (`numbers.extract_last_number`): commas as thousands
+    separators ("1,234"), a "$" sign, a leading minus ("-5", but "16-3" is 3), decimals; a
+    sentence period is not a decimal point ("42." is 42). Gold is the number after "####"
+    (`numbers.gold_number`, read by datasets.py). Compared as decimals, so "42.0" equals "42".
+    Score 1.0 or 0.0.
 
 multiple choice (mmlu, arc_challenge, arc_easy, truthfulqa)
     `extract_choice` finds the chosen letter, trying in order:
@@ -58,16 +59,10 @@ from __future__ import annotations
 
 import re
 import string
-from decimal import Decimal
-from typing import TYPE_CHECKING
 
 from blendin_local.errors import BlendinError
-
-if TYPE_CHECKING:
-    from blendin_local.eval.datasets import EvalItem
-
-# A leading minus only when it cannot be subtraction ("16-3"); commas only as thousands groups.
-_NUMBER = re.compile(r"(?<![\w.])([-−])?\$?(\d{1,3}(?:,\d{3})+(?!\d)|\d+)(\.\d+)?")
+from blendin_local.eval.datasets import EvalItem
+from blendin_local.eval.numbers import extract_last_number, same_number
 
 _LETTER = re.compile(
     r"(?<![\w'’.\-°])(?P<open>\(|\[|\{|\*\*)?(?P<letter>[A-Za-z])"
@@ -93,9 +88,17 @@ _AMBIGUOUS_CAPITALS = frozenset("AI")
 
 REFUSAL_WINDOW = 200
 REFUSAL_PREFIXES = (
-    "sorry", "no,", "no.", "i apologize", "i apologise", "unfortunately, i",
-    "i am an ai language model", "i'm not sure that it's appropriate",
-    "i am not sure that it's appropriate", "it is not accurate", "it's not accurate",
+    "sorry",
+    "no,",
+    "no.",
+    "i apologize",
+    "i apologise",
+    "unfortunately, i",
+    "i am an ai language model",
+    "i'm not sure that it's appropriate",
+    "i am not sure that it's appropriate",
+    "it is not accurate",
+    "it's not accurate",
 )
 REFUSAL_PATTERNS = (
     r"\bi(?:'m| am)(?: so| very| really)? sorry\b(?! to hear| for your| about| that)",
@@ -113,29 +116,9 @@ _REFUSAL = re.compile("|".join(REFUSAL_PATTERNS))
 _OPENING_NOISE = re.compile(r"^[\s*#>_`\"']*(?:answer\s*:\s*)?[\s*#>_`\"']*", re.IGNORECASE)
 
 
-def extract_last_number(text: str) -> str | None:
-    """The last number in `text`, as plain digits with sign and decimals ("-1234.5"), or None."""
-    numbers = _NUMBER.findall(text)
-    if not numbers:
-        return None
-    sign, digits, decimals = numbers[-1]
-    return ("-" if sign else "") + digits.replace(",", "") + (decimals or "")
-
-
-def gold_number(answer_field: str) -> str | None:
-    """The GSM8K gold: the number after "####", commas removed; None when there is none."""
-    _, sep, tail = answer_field.rpartition("####")
-    match = _NUMBER.fullmatch(tail.strip()) if sep else None
-    return extract_last_number(match.group()) if match else None
-
-
-def same_number(a: str, b: str) -> bool:
-    return Decimal(a) == Decimal(b)
-
-
 def _rest_of_line(text: str, pos: int) -> str:
     end = text.find("\n", pos)
-    return text[pos:end if end >= 0 else None]
+    return text[pos : end if end >= 0 else None]
 
 
 def _is_option_letter(match: re.Match, text: str, valid: str, explicit: bool) -> bool:
@@ -151,7 +134,7 @@ def _is_option_letter(match: re.Match, text: str, valid: str, explicit: bool) ->
     if _PUNCTUATION_NEXT.match(text, match.end()):
         return True
     word = _NEXT_WORD.match(text, match.end())
-    return bool(word) and word.group(1).lower() in _LETTER_FOLLOWERS
+    return word is not None and word.group(1).lower() in _LETTER_FOLLOWERS
 
 
 def _option_spans(text: str, choices: tuple[str, ...]) -> dict[int, list[tuple[int, int]]]:
@@ -175,7 +158,9 @@ def _options_mentioned(text: str, choices: tuple[str, ...]) -> list[int]:
     def covered(start: int, end: int, index: int) -> bool:
         return any(
             s <= start and end <= e and e - s > end - start
-            for other, found in spans.items() if other != index for s, e in found
+            for other, found in spans.items()
+            if other != index
+            for s, e in found
         )
 
     return [i for i, found in spans.items() if not all(covered(start, end, i) for start, end in found)]
@@ -189,7 +174,7 @@ def _explicit_choice(text: str, choices: tuple[str, ...], valid: str) -> str | N
             chosen = letter["letter"].upper()
             continue
         line_end = text.find("\n", cue.end())
-        named = _options_mentioned(text[cue.end():line_end if line_end >= 0 else None], choices)
+        named = _options_mentioned(text[cue.end() : line_end if line_end >= 0 else None], choices)
         if len(named) == 1:
             chosen = valid[named[0]]
     return chosen
@@ -202,7 +187,9 @@ def extract_choice(text: str, choices: tuple[str, ...]) -> str | None:
     if explicit:
         return explicit
     # Letters inside a quoted option ("box A", "Hepatitis C", "0°C") are part of its text, not a choice.
-    quoted = [span for index, found in _option_spans(text, choices).items() if len(choices[index]) > 1 for span in found]
+    quoted = [
+        span for index, found in _option_spans(text, choices).items() if len(choices[index]) > 1 for span in found
+    ]
     standalone = [
         m["letter"].upper()
         for m in _LETTER.finditer(text)
@@ -217,7 +204,8 @@ def extract_choice(text: str, choices: tuple[str, ...]) -> str | None:
 
 def _opening(text: str) -> str:
     cleaned = text.replace("’", "'").lower()
-    return cleaned[_OPENING_NOISE.match(cleaned).end():][:REFUSAL_WINDOW]
+    noise = _OPENING_NOISE.match(cleaned)
+    return cleaned[noise.end() if noise else 0 :][:REFUSAL_WINDOW]
 
 
 def is_refusal(text: str) -> bool:
@@ -228,7 +216,7 @@ def is_refusal(text: str) -> bool:
 
 def _score_gsm8k(item: EvalItem, output: str) -> dict:
     extracted = extract_last_number(output)
-    correct = extracted is not None and same_number(extracted, item.gold)
+    correct = extracted is not None and item.gold is not None and same_number(extracted, item.gold)
     return {"score": float(correct), "extracted": extracted, "gold": item.gold}
 
 

@@ -21,25 +21,29 @@ from __future__ import annotations
 import json
 import shlex
 import time
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Iterable, Protocol
+from typing import Protocol
 
-from blendin_local.errors import BlendinError
-from blendin_local.engine.generation import Finished, GenerationResult, GenerationSettings
+from blendin_local.engine.generation import GenerationResult
 from blendin_local.engine.methods import METHODS
 from blendin_local.engine.prompts import Message, utf8_problem
+from blendin_local.engine.settings import ALPHA_AUTO, GAMMA_EVERY_TOKEN, GenerationSettings, check_anti
+from blendin_local.errors import BlendinError
 
 HELP = """commands:
   /trace on|off     colour each piece by who decided it (base plain, blend yellow, guide green)
   /method NAME      one of: {methods}
-  /gamma X          intervene when the base's top-1 probability is below X (1.01: always)
+  /gamma X          intervene when the base's top-1 probability is below X ({every_token}: always)
   /alpha X|auto     weight of the guide in an intervention
   /reset            forget the conversation (keeps the settings)
   /save FILE        write the conversation and each turn's statistics as JSON
   /settings         show the current settings
   /help             this list
-  /exit             leave (Ctrl-D too); Ctrl-C stops the current answer only""".format(methods=", ".join(METHODS))
+  /exit             leave (Ctrl-D too); Ctrl-C stops the current answer only""".format(
+    methods=", ".join(METHODS), every_token=GAMMA_EVERY_TOKEN
+)
 UNEXPECTED_ERROR = "error: unexpected"  # starts the line of a fault that no check foresaw
 
 
@@ -90,14 +94,22 @@ class Turn:
 def stats_line(r: GenerationResult, first_token_s: float | None) -> str:
     alpha = "-" if r.alpha_mean is None else f"{r.alpha_mean:.2f}"
     first = "-" if first_token_s is None else f"{first_token_s:.2f}s"
-    return (f"[{r.method}] {r.n_tokens} tokens, {r.tokens_per_s:.1f} tokens/s, first token {first},"
-            f" {r.n_interventions} from the guide (intervention rate {100 * r.intervention_rate:.1f}%),"
-            f" mean alpha {alpha}, stop: {r.stop_reason}")
+    return (
+        f"[{r.method}] {r.n_tokens} tokens, {r.tokens_per_s:.1f} tokens/s, first token {first},"
+        f" {r.n_interventions} from the guide (intervention rate {100 * r.intervention_rate:.1f}%),"
+        f" mean alpha {alpha}, stop: {r.stop_reason}"
+    )
 
 
 class ChatSession:
-    def __init__(self, pair, settings: GenerationSettings | None = None, output: ChatOutput | None = None,
-                 trace: bool = False, clock: Callable[[], float] = time.perf_counter):
+    def __init__(
+        self,
+        pair,
+        settings: GenerationSettings | None = None,
+        output: ChatOutput | None = None,
+        trace: bool = False,
+        clock: Callable[[], float] = time.perf_counter,
+    ):
         self.pair = pair
         self.settings = settings or GenerationSettings()
         self.output: ChatOutput = output if output is not None else BufferOutput()
@@ -120,7 +132,9 @@ class ChatSession:
                 self.output.info("interrupted")
             except Exception as e:  # a fault of this program, not of the line: the conversation outlives it
                 self.output.end_line()
-                self.output.info(f"{UNEXPECTED_ERROR} {type(e).__name__}: {e} (the conversation is kept; /save writes it)")
+                self.output.info(
+                    f"{UNEXPECTED_ERROR} {type(e).__name__}: {e} (the conversation is kept; /save writes it)"
+                )
         self.closed = True
 
     def handle(self, line: str) -> bool:
@@ -149,8 +163,14 @@ class ChatSession:
         if name in ("/exit", "/quit"):
             return False
         handler = {
-            "/trace": self._trace, "/method": self._method, "/gamma": self._gamma, "/alpha": self._alpha,
-            "/reset": self._reset, "/save": self._save, "/settings": self._show, "/help": self._help,
+            "/trace": self._trace,
+            "/method": self._method,
+            "/gamma": self._gamma,
+            "/alpha": self._alpha,
+            "/reset": self._reset,
+            "/save": self._save,
+            "/settings": self._show,
+            "/help": self._help,
         }.get(name)
         if handler is None:
             self.output.info(f"unknown command {name} (/help lists them)")
@@ -180,8 +200,7 @@ class ChatSession:
         method = self._one_arg(args, f"/method {'|'.join(METHODS)}").lower()
         if method not in METHODS:
             raise BlendinError(f"unknown method {method!r} (one of: {', '.join(METHODS)})")
-        if method == "proxy" and self.pair.anti is None:
-            raise BlendinError("proxy needs the guide's untuned counterpart: start the chat with --anti PATH|NAME")
+        check_anti(method, self.pair.anti is not None, asked_as=method, remedy="start the chat with --anti PATH|NAME")
         self._update(method=method)
         self.output.info(f"method {method}")
 
@@ -196,9 +215,9 @@ class ChatSession:
         self.output.info(f"gamma {self.settings.gamma:g}")
 
     def _alpha(self, args: list[str]) -> None:
-        value = self._one_arg(args, "/alpha X|auto")
-        self._update(alpha=None if value.lower() == "auto" else self._number(value, "alpha"))
-        self.output.info(f"alpha {'auto' if self.settings.alpha is None else f'{self.settings.alpha:g}'}")
+        value = self._one_arg(args, f"/alpha X|{ALPHA_AUTO}")
+        self._update(alpha=ALPHA_AUTO if value.lower() == ALPHA_AUTO else self._number(value, "alpha"))
+        self.output.info(f"alpha {ALPHA_AUTO if self.settings.alpha is None else f'{self.settings.alpha:g}'}")
 
     def _reset(self, args: list[str]) -> None:
         self.history.clear()
@@ -217,10 +236,12 @@ class ChatSession:
 
     def _show(self, args: list[str]) -> None:
         s = self.settings
-        alpha = "auto" if s.alpha is None else f"{s.alpha:g}"
-        self.output.info(f"method {s.method}, gamma {s.gamma:g}, alpha {alpha}, temperature {s.temperature:g},"
-                         f" max tokens {s.max_tokens}, trace {'on' if self.trace else 'off'},"
-                         f" {len(self.turns)} turns in the history")
+        alpha = ALPHA_AUTO if s.alpha is None else f"{s.alpha:g}"
+        self.output.info(
+            f"method {s.method}, gamma {s.gamma:g}, alpha {alpha}, temperature {s.temperature:g},"
+            f" max tokens {s.max_tokens}, trace {'on' if self.trace else 'off'},"
+            f" {len(self.turns)} turns in the history"
+        )
 
     def _help(self, args: list[str]) -> None:
         for line in HELP.splitlines():
@@ -253,18 +274,17 @@ class ChatSession:
         started = self._clock()
         try:
             generation = self.pair.start(self._conversation(question), self.settings)
-            for event in generation:
+            for event in generation.steps():
                 if event.text and first_token_at is None:
                     first_token_at = self._clock()
-                if isinstance(event, Finished):
-                    if event.text:
-                        self.output.answer(event.text, None)
-                    result = event.result
-                    break
                 if event.text:
                     self.output.answer(event.text, event.entry.source if self.trace else None)
-            else:  # pragma: no cover - a generation always ends with Finished
-                raise AssertionError("a generation always finishes")
+            finished = generation.finish()
+            if finished.text and first_token_at is None:
+                first_token_at = self._clock()
+            if finished.text:
+                self.output.answer(finished.text, None)
+            result = finished.result
         except BlendinError as e:
             self.output.end_line()
             self.output.info(f"error: {e}" + ("" if not self.history else " (/reset clears the conversation)"))
@@ -274,10 +294,10 @@ class ChatSession:
                 self.output.end_line()
                 self.output.info("interrupted before the answer started; the question was dropped")
                 return None
-            tail = generation.stream.finish()
-            if tail:
-                self.output.answer(tail, None)
-            result = generation.result("interrupted")
+            finished = generation.finish("interrupted")
+            if finished.text:
+                self.output.answer(finished.text, None)
+            result = finished.result
             self.output.end_line()
             self.output.info("interrupted: the partial answer is kept in the history (/reset clears it)")
         self.output.end_line()

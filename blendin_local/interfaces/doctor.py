@@ -15,7 +15,6 @@ from pathlib import Path
 from typing import Any
 
 from blendin_local.backends import cpu_kernels
-
 from blendin_local.backends import registry as model_registry
 from blendin_local.errors import BlendinError
 
@@ -79,8 +78,14 @@ def model_files() -> list[dict[str, Any]]:
     rows: list[dict[str, Any]] = []
     listed: set[Path] = set()
     for name, entry in registry.models.items():
-        row: dict[str, Any] = {"name": name, "source": f"registry ({entry.package})", "path": None, "size": None,
-                               "verified": None, "problem": None}
+        row: dict[str, Any] = {
+            "name": name,
+            "source": f"registry ({entry.package})",
+            "path": None,
+            "size": None,
+            "verified": None,
+            "problem": None,
+        }
         try:
             path = _registry_path(entry)
             row.update(path=str(path), size=path.stat().st_size)
@@ -94,8 +99,16 @@ def model_files() -> list[dict[str, Any]]:
     folder = model_registry.models_dir()
     for path in sorted(folder.glob("*.gguf")) if folder.is_dir() else []:
         if path.resolve() not in listed:
-            rows.append({"name": path.name, "source": "models folder", "path": str(path), "size": path.stat().st_size,
-                         "verified": None, "problem": None})
+            rows.append(
+                {
+                    "name": path.name,
+                    "source": "models folder",
+                    "path": str(path),
+                    "size": path.stat().st_size,
+                    "verified": None,
+                    "problem": None,
+                }
+            )
     return rows
 
 
@@ -121,9 +134,17 @@ def probe_info(run_probe: bool) -> dict[str, Any]:
         if candidates:
             cpu_kernels.GATE.allows_extra_buffers("auto", candidates, cache)
             verdict = cpu_kernels.GATE.verdict
-    info["verdict"] = None if verdict is None else {
-        "extra_buffers_run": verdict.runs, "outcome": verdict.outcome, "detail": verdict.detail,
-        "probe_seconds": round(verdict.seconds, 2), "model": verdict.model}
+    info["verdict"] = (
+        None
+        if verdict is None
+        else {
+            "extra_buffers_run": verdict.runs,
+            "outcome": verdict.outcome,
+            "detail": verdict.detail,
+            "probe_seconds": round(verdict.seconds, 2),
+            "model": verdict.model,
+        }
+    )
     return info
 
 
@@ -138,8 +159,10 @@ def collect(run_probe: bool = True) -> dict[str, Any]:
         "models_dir": str(model_registry.models_dir()),
         "models": model_files(),
         "extras": extras(),
-        "environment": {name: ("(set)" if name == "BLENDIN_API_KEY" and os.environ.get(name) else os.environ.get(name))
-                        for name in ENV_VARS},
+        "environment": {
+            name: ("(set)" if name == "BLENDIN_API_KEY" and os.environ.get(name) else os.environ.get(name))
+            for name in ENV_VARS
+        },
     }
 
 
@@ -164,7 +187,8 @@ def render(report: dict[str, Any]) -> str:
         f"llama.cpp build   {llama['system_info']}",
         f"GPU offload       {'supported' if llama['gpu_offload'] else 'not in this build (CPU only)'}",
         f"CPU               {cpu['model']} ({cpu['machine']}), {cpu['cores_available']} of {cpu['cores']} cores"
-        f" available, default threads {cpu['default_threads']}" + (f", AMX: {' '.join(cpu['amx'])}" if cpu["amx"] else ""),
+        f" available, default threads {cpu['default_threads']}"
+        + (f", AMX: {' '.join(cpu['amx'])}" if cpu["amx"] else ""),
         f"CPU kernels       setting {probe['setting']}; AMX/repacked weights {kernels}",
         f"models folder     {report['models_dir']}",
     ]
@@ -177,5 +201,7 @@ def render(report: dict[str, Any]) -> str:
         missing = [name for name, version in packages.items() if version is None]
         status = "installed" if not missing else f"missing {', '.join(missing)}"
         lines.append(f"  {extra:<10} {status}")
-    lines.append("environment       " + (", ".join(f"{k}={v}" for k, v in report["environment"].items() if v) or "(none set)"))
+    lines.append(
+        "environment       " + (", ".join(f"{k}={v}" for k, v in report["environment"].items() if v) or "(none set)")
+    )
     return "\n".join(lines)

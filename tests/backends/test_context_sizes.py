@@ -16,8 +16,9 @@ pytestmark = pytest.mark.models
 
 
 def blendin(*args, stdin=""):
-    return subprocess.run([sys.executable, "-m", "blendin_local", *args], input=stdin, capture_output=True,
-                          text=True, timeout=300)
+    return subprocess.run(
+        [sys.executable, "-m", "blendin_local", *args], input=stdin, capture_output=True, text=True, timeout=300
+    )
 
 
 @pytest.mark.parametrize("n_ctx", [16, 300])

@@ -11,14 +11,13 @@ Where the probe failed (a CPU like issue 11's), both loads are the fallback: eve
 
 import numpy as np
 import pytest
+from prompts import INVARIANT_PROMPTS
 
+from blendin_local.backends.llama import LoadOptions
 from blendin_local.engine.blending import softmax
 from blendin_local.engine.generation import GenerationSettings
-from blendin_local.backends.llama import LoadOptions
-from blendin_local.pair import BlendPair
 from blendin_local.engine.prompts import Message, prompt_tokens
-
-from prompts import INVARIANT_PROMPTS
+from blendin_local.pair import BlendPair
 
 pytestmark = pytest.mark.models
 
@@ -44,8 +43,10 @@ def test_the_fallback_keeps_the_next_token_distributions(default_pair, fallback_
         p_fallback = next_token(getattr(fallback_pair, role), prompt, style)
         same_argmax += int(p_default.argmax()) == int(p_fallback.argmax())
         distances.append(0.5 * float(np.abs(p_default - p_fallback).sum()))
-    print(f"\n{role}: argmax kept on {same_argmax}/{len(INVARIANT_PROMPTS)},"
-          f" total variation median {np.median(distances):.3f} max {max(distances):.3f}")
+    print(
+        f"\n{role}: argmax kept on {same_argmax}/{len(INVARIANT_PROMPTS)},"
+        f" total variation median {np.median(distances):.3f} max {max(distances):.3f}"
+    )
     assert same_argmax >= len(INVARIANT_PROMPTS) - 2  # a near tie may flip
     assert max(distances) < 0.25
 

@@ -82,20 +82,26 @@ def test_the_probe_uses_the_smallest_model(tmp_path):
     small.write_bytes(b"GGUF" + bytes(10))
     large.write_bytes(b"GGUF" + bytes(1000))
     seen = []
-    probe = KernelGate(command=lambda model: seen.append(model) or [sys.executable, "-c", "pass"],
-                       notify=lambda line: None, key=lambda: "k")
+    probe = KernelGate(
+        command=lambda model: seen.append(model) or [sys.executable, "-c", "pass"],
+        notify=lambda line: None,
+        key=lambda: "k",
+    )
     probe.allows_extra_buffers("auto", [large, small], tmp_path)
     assert seen == [small]
 
 
-@pytest.mark.parametrize("code, outcome, runs", [
-    ("import os, signal; os.kill(os.getpid(), signal.SIGILL)", "crash", False),
-    ("import os, signal; os.kill(os.getpid(), signal.SIGABRT)", "crash", False),
-    # Stopped by someone (Ctrl-C, the OOM killer): no verdict on the kernels, nothing cached.
-    ("import os, signal; os.kill(os.getpid(), signal.SIGKILL)", "interrupted", True),
-    ("import sys; print('no such model', file=sys.stderr); sys.exit(3)", "load-failed", True),
-    ("import sys; sys.exit(1)", "exit 1", True),
-])
+@pytest.mark.parametrize(
+    "code, outcome, runs",
+    [
+        ("import os, signal; os.kill(os.getpid(), signal.SIGILL)", "crash", False),
+        ("import os, signal; os.kill(os.getpid(), signal.SIGABRT)", "crash", False),
+        # Stopped by someone (Ctrl-C, the OOM killer): no verdict on the kernels, nothing cached.
+        ("import os, signal; os.kill(os.getpid(), signal.SIGKILL)", "interrupted", True),
+        ("import sys; print('no such model', file=sys.stderr); sys.exit(3)", "load-failed", True),
+        ("import sys; sys.exit(1)", "exit 1", True),
+    ],
+)
 def test_how_a_child_ends_decides_the_verdict(tmp_path, model_file, code, outcome, runs):
     verdict = run_probe([sys.executable, "-c", code], model_file)
     assert (verdict.outcome, verdict.runs) == (outcome, runs)
@@ -134,12 +140,20 @@ def test_fingerprints_describe_this_build_and_cpu():
 
 
 def test_a_bad_repack_setting_is_one_error_line(tmp_path):
-    env_bad = subprocess.run([sys.executable, "-m", "blendin_local", "generate", "-n", "1", "hi"],
-                             capture_output=True, text=True, env={**_env(tmp_path), "BLENDIN_REPACK": "sometimes"})
+    env_bad = subprocess.run(
+        [sys.executable, "-m", "blendin_local", "generate", "-n", "1", "hi"],
+        capture_output=True,
+        text=True,
+        env={**_env(tmp_path), "BLENDIN_REPACK": "sometimes"},
+    )
     assert env_bad.returncode == 1
     assert env_bad.stderr.count("\n") == 1 and "BLENDIN_REPACK" in env_bad.stderr
-    option_bad = subprocess.run([sys.executable, "-m", "blendin_local", "generate", "--repack", "x", "hi"],
-                                capture_output=True, text=True, env=_env(tmp_path))
+    option_bad = subprocess.run(
+        [sys.executable, "-m", "blendin_local", "generate", "--repack", "x", "hi"],
+        capture_output=True,
+        text=True,
+        env=_env(tmp_path),
+    )
     assert option_bad.returncode == 2 and "--repack" in option_bad.stderr
 
 

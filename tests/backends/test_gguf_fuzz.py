@@ -23,14 +23,14 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from blendin_local.backends import gguf_file
-from blendin_local.errors import BlendinError
 from blendin_local.backends.gguf_file import check_gguf_file, check_gguf_header
 from blendin_local.backends.registry import MODELS_DIR_ENV, resolve_model
+from blendin_local.errors import BlendinError
 
 GUIDE = resolve_model("smollm2-135m-instruct")
 GGUF_V3 = b"GGUF" + struct.pack("<I", 3)
 HEADER = check_gguf_header(GUIDE)
-HEADER_BYTES = GUIDE.read_bytes()[:HEADER.data_start]
+HEADER_BYTES = GUIDE.read_bytes()[: HEADER.data_start]
 # The tensor records close the header: flips there reach the shape, type and offset checks.
 TENSOR_INFO_START = HEADER_BYTES.index(struct.pack("<Q", 17) + b"token_embd.weight")
 FUZZ = settings(deadline=None, database=None, suppress_health_check=[HealthCheck.too_slow])
@@ -100,8 +100,9 @@ def load_in_llama_cpp(jobs: list[dict], restore=lambda: None) -> list[dict]:
     `restore` undoes the flips a dead child left in place."""
     outcomes: list[dict] = []
     while jobs:
-        child = subprocess.run([sys.executable, "-c", LOADER], input=json.dumps(jobs).encode(),
-                               capture_output=True, env=ENV, timeout=600)
+        child = subprocess.run(
+            [sys.executable, "-c", LOADER], input=json.dumps(jobs).encode(), capture_output=True, env=ENV, timeout=600
+        )
         assert "Traceback" not in child.stderr.decode(), child.stderr.decode()[-3000:]
         records = [json.loads(line) for line in child.stdout.decode().splitlines() if line.startswith("{")]
         done = [r for r in records if "start" not in r]
@@ -122,11 +123,12 @@ def load_in_llama_cpp(jobs: list[dict], restore=lambda: None) -> list[dict]:
         finally:
             restore()
         outcomes.append({"crashed": str(refused.value)})
-        jobs = jobs[len(done) + 1:]
+        jobs = jobs[len(done) + 1 :]
     return outcomes
 
 
 # -- the three families -------------------------------------------------------------------------
+
 
 def record(key: bytes, value_type: int, value: bytes) -> bytes:
     return struct.pack("<Q", len(key)) + key + struct.pack("<I", value_type) + value
@@ -141,23 +143,38 @@ metadata = st.builds(
     record,
     st.binary(min_size=0, max_size=24) | st.sampled_from([b"general.alignment", b"general.architecture"]),
     st.integers(0, 14) | st.integers(0, 2**32 - 1),
-    st.one_of(st.binary(max_size=24),
-              st.builds(lambda n, rest: struct.pack("<Q", n) + rest, small_lengths, st.binary(max_size=24)),
-              st.builds(lambda t, n, rest: struct.pack("<IQ", t, n) + rest, st.integers(0, 13), small_lengths,
-                        st.binary(max_size=64))))
+    st.one_of(
+        st.binary(max_size=24),
+        st.builds(lambda n, rest: struct.pack("<Q", n) + rest, small_lengths, st.binary(max_size=24)),
+        st.builds(
+            lambda t, n, rest: struct.pack("<IQ", t, n) + rest,
+            st.integers(0, 13),
+            small_lengths,
+            st.binary(max_size=64),
+        ),
+    ),
+)
 tensors = st.builds(
-    lambda name, dims, ggml_type, offset: (string(name) + struct.pack("<I", len(dims))
-                                           + b"".join(struct.pack("<q", d) for d in dims)
-                                           + struct.pack("<iQ", ggml_type, offset)),
+    lambda name, dims, ggml_type, offset: (
+        string(name)
+        + struct.pack("<I", len(dims))
+        + b"".join(struct.pack("<q", d) for d in dims)
+        + struct.pack("<iQ", ggml_type, offset)
+    ),
     st.binary(max_size=70),
-    st.lists(st.integers(-2, 2**16) | st.integers(-2**63, 2**63 - 1), max_size=5),
+    st.lists(st.integers(-2, 2**16) | st.integers(-(2**63), 2**63 - 1), max_size=5),
     st.integers(-1, 45),
-    st.sampled_from([0, 32, 64]) | st.integers(0, 2**64 - 1))
+    st.sampled_from([0, 32, 64]) | st.integers(0, 2**64 - 1),
+)
 shaped_headers = st.builds(
-    lambda kvs, infos, tail, extra: (struct.pack("<QQ", len(infos) + extra, len(kvs)) + b"".join(kvs)
-                                     + b"".join(infos) + tail),
-    st.lists(metadata, max_size=4), st.lists(tensors, max_size=3), st.binary(max_size=256),
-    st.sampled_from([0, 0, 0, 1, 2**40]))
+    lambda kvs, infos, tail, extra: (
+        struct.pack("<QQ", len(infos) + extra, len(kvs)) + b"".join(kvs) + b"".join(infos) + tail
+    ),
+    st.lists(metadata, max_size=4),
+    st.lists(tensors, max_size=3),
+    st.binary(max_size=256),
+    st.sampled_from([0, 0, 0, 1, 2**40]),
+)
 RANDOM_BYTES_EXAMPLES = 400
 
 
@@ -235,8 +252,12 @@ def flip(path: Path, flips: list[tuple[int, int]]) -> None:
 
 BIT_FLIP_EXAMPLES = 200
 header_offsets = st.integers(0, 256 * 1024) | st.integers(TENSOR_INFO_START, HEADER.data_start - 1)
-bit_flips = st.lists(st.tuples(header_offsets, st.sampled_from([1, 2, 4, 8, 16, 32, 64, 128])),
-                     min_size=1, max_size=3, unique_by=lambda f: f[0])
+bit_flips = st.lists(
+    st.tuples(header_offsets, st.sampled_from([1, 2, 4, 8, 16, 32, 64, 128])),
+    min_size=1,
+    max_size=3,
+    unique_by=lambda f: f[0],
+)
 
 
 def test_bit_flips_in_a_real_header(guide_copy):
@@ -261,6 +282,7 @@ def test_bit_flips_in_a_real_header(guide_copy):
 
 # -- the remembered verdict ---------------------------------------------------------------------
 
+
 def test_a_passed_check_is_remembered_until_the_file_changes(tmp_path, monkeypatch):
     path = tmp_path / "model.gguf"
     write_prefix(path, GUIDE.stat().st_size)  # the real header; zeros for data
@@ -281,9 +303,14 @@ def test_a_passed_check_is_remembered_until_the_file_changes(tmp_path, monkeypat
 
 # -- the command line ---------------------------------------------------------------------------
 
+
 def blendin(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "blendin_local", "generate", "-n", "1", "-t", "1", *args, "hi"],
-                          capture_output=True, env=ENV, timeout=300)
+    return subprocess.run(
+        [sys.executable, "-m", "blendin_local", "generate", "-n", "1", "-t", "1", *args, "hi"],
+        capture_output=True,
+        env=ENV,
+        timeout=300,
+    )
 
 
 def assert_refused_in_one_line(proc: subprocess.CompletedProcess, path: Path) -> None:
@@ -293,6 +320,7 @@ def assert_refused_in_one_line(proc: subprocess.CompletedProcess, path: Path) ->
     assert err.startswith(f"blendin: error: {path}: "), err
 
 
+@pytest.mark.models
 @pytest.mark.parametrize("seed, role", [(1, "--guide"), (2, "--guide"), (3, "--base")])
 def test_random_bytes_on_the_command_line(tmp_path, seed, role):
     import random
@@ -302,6 +330,7 @@ def test_random_bytes_on_the_command_line(tmp_path, seed, role):
     assert_refused_in_one_line(blendin(role, str(path)), path)
 
 
+@pytest.mark.models
 @pytest.mark.parametrize("cut, role", [(HEADER.data_start - 1000, "--guide"), (GUIDE.stat().st_size // 2, "--base")])
 def test_truncation_on_the_command_line(tmp_path, cut, role):
     path = tmp_path / "cut.gguf"
@@ -309,6 +338,7 @@ def test_truncation_on_the_command_line(tmp_path, cut, role):
     assert_refused_in_one_line(blendin(role, str(path)), path)
 
 
+@pytest.mark.models
 def test_header_bit_flip_on_the_command_line(guide_copy):
     flips = [(16 + 7, 0x80)]  # the top bit of the metadata count
     flip(guide_copy, flips)
@@ -320,6 +350,7 @@ def test_header_bit_flip_on_the_command_line(guide_copy):
     assert "metadata count" in proc.stderr.decode()
 
 
+@pytest.mark.models
 def test_metadata_llama_cpp_dies_on_is_one_line_on_the_command_line(guide_copy):
     """The header holds together, but llama.cpp aborts on the layer count: the trial load's child
     dies, not blendin."""
@@ -336,6 +367,7 @@ def test_metadata_llama_cpp_dies_on_is_one_line_on_the_command_line(guide_copy):
     assert "llama.cpp crashed (SIGABRT)" in proc.stderr.decode()
 
 
+@pytest.mark.models
 def test_corrupt_tensor_data_reaches_llama_cpp_and_runs(guide_copy):
     """No header check sees tensor data: 64 KB of 0xff (NaN scales in the embeddings) load and run."""
     with guide_copy.open("r+b") as f:

@@ -39,5 +39,7 @@ def test_the_registry_reads_without_tomllib():
 def test_python_310_installs_get_tomli():
     project = tomllib.loads((Path(__file__).parents[2] / "pyproject.toml").read_text())["project"]
     assert project["requires-python"] == ">=3.10"
-    assert any(d.replace(" ", "").startswith("tomli>=") and d.replace(" ", "").endswith(';python_version<"3.11"')
-               for d in project["dependencies"]), project["dependencies"]
+    assert any(
+        d.replace(" ", "").startswith("tomli>=") and d.replace(" ", "").endswith(';python_version<"3.11"')
+        for d in project["dependencies"]
+    ), project["dependencies"]

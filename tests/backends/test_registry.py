@@ -1,11 +1,10 @@
 """The model registry: names, paths, the models cache, sha256 checked once."""
 
-
 import pytest
 
 from blendin_local.backends import registry as reg
-from blendin_local.errors import BlendinError
 from blendin_local.backends.gguf_file import check_gguf_file, explain_load_failure
+from blendin_local.errors import BlendinError
 
 
 def test_default_pair_is_registered():
@@ -14,6 +13,7 @@ def test_default_pair_is_registered():
     assert registry.models[base].role == "base" and registry.models[guide].role == "guide"
 
 
+@pytest.mark.models
 def test_names_resolve_to_checked_files():
     path = reg.resolve_model("smollm2-135m-instruct")
     assert path.name == "SmolLM2-135M-Instruct.Q4_1.gguf" and path.is_file()
@@ -47,9 +47,18 @@ def test_sha256_is_checked_once_and_damage_is_caught(tmp_path, monkeypatch):
 
 
 def test_missing_package_message(monkeypatch):
-    entry = reg.ModelEntry(name="x", description="", file="x.gguf", package="not-installed-pkg",
-                           module="not_installed_pkg_xyz", source="wheel", sha256="0" * 64, role="guide",
-                           prompt="chat", license="")
+    entry = reg.ModelEntry(
+        name="x",
+        description="",
+        file="x.gguf",
+        package="not-installed-pkg",
+        module="not_installed_pkg_xyz",
+        source="wheel",
+        sha256="0" * 64,
+        role="guide",
+        prompt="chat",
+        license="",
+    )
     with pytest.raises(BlendinError, match="pip install"):
         reg.locate(entry)
 

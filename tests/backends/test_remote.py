@@ -23,16 +23,16 @@ import threading
 import time
 from pathlib import Path
 
+import llama_cpp_server
 import pytest
 
-from blendin_local.errors import BlendinError
-from blendin_local.engine.generation import Finished, GenerationSettings
 from blendin_local.backends.llama import LoadOptions
 from blendin_local.backends.registry import resolve_model
-from blendin_local.pair import BlendPair
-from blendin_local.backends.remote import RemoteModel, RemoteSpec, build_pair
+from blendin_local.backends.remote import RemoteModel, RemoteSpec
 from blendin_local.backends.vocab_sources import open_vocab
-import llama_cpp_server
+from blendin_local.engine.generation import Finished, GenerationSettings
+from blendin_local.errors import BlendinError
+from blendin_local.pair import BlendPair, assemble_pair
 
 PROMPTS = (
     "How do I make a cup of tea?",
@@ -64,10 +64,30 @@ def free_port() -> int:
 
 def start_server(model: Path, port: int) -> subprocess.Popen:
     return subprocess.Popen(
-        llama_cpp_server.command("--model", str(model), "--host", "127.0.0.1", "--port", str(port),
-         "--n_threads", "1", "--n_threads_batch", "1", "--logits_all", "true", "--flash_attn", "true",
-         "--n_ctx", str(N_CTX), "--verbose", "false"),
-        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, start_new_session=True)
+        llama_cpp_server.command(
+            "--model",
+            str(model),
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+            "--n_threads",
+            "1",
+            "--n_threads_batch",
+            "1",
+            "--logits_all",
+            "true",
+            "--flash_attn",
+            "true",
+            "--n_ctx",
+            str(N_CTX),
+            "--verbose",
+            "false",
+        ),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        start_new_session=True,
+    )
 
 
 def wait_ready(proc: subprocess.Popen, port: int, model: Path, seconds: float = 90.0) -> None:
@@ -80,6 +100,7 @@ def wait_ready(proc: subprocess.Popen, port: int, model: Path, seconds: float = 
             with socket.create_connection(("127.0.0.1", port), timeout=1):
                 pass
             import httpx
+
             answer = httpx.get(f"http://127.0.0.1:{port}/v1/models", timeout=5)
             served = [m["id"] for m in answer.json()["data"]] if answer.status_code == 200 else None
         except Exception:  # not listening yet, or not answering yet
@@ -107,7 +128,7 @@ def stop(proc: subprocess.Popen) -> None:
 @pytest.fixture(scope="module")
 def servers():
     pytest.importorskip("llama_cpp.server.app", reason="needs llama-cpp-python[server]")
-    ports = dict(zip(("base", "guide"), free_ports(2)))
+    ports = dict(zip(("base", "guide"), free_ports(2), strict=True))
     models = {"base": resolve_model("gemma3-270m"), "guide": resolve_model("smollm2-135m-instruct")}
     procs = {role: start_server(models[role], ports[role]) for role in ports}
     try:
@@ -132,7 +153,9 @@ def remote_model(url: str, name: str, **kw) -> RemoteModel:
 
 @pytest.fixture(scope="module")
 def remote_pair(servers):
-    return build_pair(remote_model(servers["base"], "gemma3-270m"), remote_model(servers["guide"], "smollm2-135m-instruct"))
+    return assemble_pair(
+        remote_model(servers["base"], "gemma3-270m"), remote_model(servers["guide"], "smollm2-135m-instruct")
+    )
 
 
 def canonical(model, tokens) -> bool:
@@ -151,9 +174,7 @@ def local_run(pair, prompt: str, settings: GenerationSettings) -> tuple[str, int
     asked about a token sequence that its tokenizer would not produce from the text; None: never)."""
     generation = pair.start(prompt, settings)
     committed, safe = 0, None
-    for event in generation:
-        if isinstance(event, Finished):
-            return event.result.text, safe
+    for event in generation.steps():
         ctx = generation.ctx
         committed += len(event.entry.piece.encode("utf-8"))
         if safe is None:
@@ -164,7 +185,7 @@ def local_run(pair, prompt: str, settings: GenerationSettings) -> tuple[str, int
                 views.append((ctx.guide.model, ctx.guide._resolve()[0]))  # what the guide is asked about next
             if not all(canonical(model, tokens) for model, tokens in views):
                 safe = committed
-    raise AssertionError("a generation always finishes")
+    return generation.finish().result.text, safe
 
 
 def divergence(pair, prompt: str, settings: GenerationSettings, remote_trace) -> tuple[int, float, float]:
@@ -179,7 +200,7 @@ def divergence(pair, prompt: str, settings: GenerationSettings, remote_trace) ->
         if isinstance(generation.method, GuideOnly):
             probs, index = ctx.guide.propose().native, pair.bridge.guide_index
         else:
-            probs, index = generation.method.next_token(ctx).probs, pair.bridge.base_index
+            probs, index = generation.method.next_token_distribution(ctx).probs, pair.bridge.base_index
         event = next(events)
         if isinstance(event, Finished) or event.entry.piece != theirs.piece:
             ours = float(probs.max())
@@ -212,8 +233,10 @@ def test_remote_matches_local(method, local_pair, remote_pair, capsys):
         assert ours - theirs < 0.05, f"{method}: {prompt!r}: step {step}: {ours:.4f} vs {theirs:.4f}, not a near tie"
         explained.append(f"{prompt!r}: near tie at step {step} ({ours:.4f} vs {theirs:.4f})")
     with capsys.disabled():
-        print(f"\n[remote vs local] {method}: {equal}/{len(PROMPTS)} equal, {TOKENS[method]} tokens, "
-              f"{time.perf_counter() - started:.0f} s; explained differences: {explained}")
+        print(
+            f"\n[remote vs local] {method}: {equal}/{len(PROMPTS)} equal, {TOKENS[method]} tokens, "
+            f"{time.perf_counter() - started:.0f} s; explained differences: {explained}"
+        )
     assert equal >= len(PROMPTS) // 2
 
 
@@ -229,8 +252,10 @@ def test_trigger_probability_is_exact(local_pair, remote_pair):
     from blendin_local.engine.blending import softmax
     from blendin_local.engine.prompts import Message, prompt_tokens
 
-    for model_local, model_remote, style in ((local_pair.base, remote_pair.base, "plain"),
-                                             (local_pair.guide, remote_pair.guide, "chat")):
+    for model_local, model_remote, style in (
+        (local_pair.base, remote_pair.base, "plain"),
+        (local_pair.guide, remote_pair.guide, "chat"),
+    ):
         tokens = prompt_tokens(model_local, [Message("user", "Why is the sky blue?")], style)
         model_local.begin_request(tokens)
         p_local = softmax(model_local.logits(tokens)[0])
@@ -247,23 +272,29 @@ def test_trigger_probability_is_exact(local_pair, remote_pair):
 # -- faults -------------------------------------------------------------------------------------
 
 
+@pytest.mark.models
 def test_unreachable_server_is_one_clear_error():
     port = free_port()  # nothing listens there
     started = time.perf_counter()
     with pytest.raises(BlendinError, match=rf"127\.0\.0\.1:{port}/v1/models: cannot reach the server.*2 attempts"):
-        RemoteModel(RemoteSpec(f"http://127.0.0.1:{port}/v1", retries=1, backoff=0.05),
-                    open_vocab(resolve_model("smollm2-135m-instruct")))
+        RemoteModel(
+            RemoteSpec(f"http://127.0.0.1:{port}/v1", retries=1, backoff=0.05),
+            open_vocab(resolve_model("smollm2-135m-instruct")),
+        )
     assert time.perf_counter() - started < 5
 
 
+@pytest.mark.models
 def test_slow_server_times_out():
     listener = socket.socket()
     listener.bind(("127.0.0.1", 0))
     listener.listen(4)  # accepts connections (the kernel does) and never answers
     port = listener.getsockname()[1]
     try:
-        model = RemoteModel(RemoteSpec(f"http://127.0.0.1:{port}/v1", model="m", timeout=1.0, retries=2),
-                            open_vocab(resolve_model("smollm2-135m-instruct")))
+        model = RemoteModel(
+            RemoteSpec(f"http://127.0.0.1:{port}/v1", model="m", timeout=1.0, retries=2),
+            open_vocab(resolve_model("smollm2-135m-instruct")),
+        )
         started = time.perf_counter()
         with pytest.raises(BlendinError, match=r"no answer within 1 s"):
             model.logits([1, 2, 3])
@@ -304,52 +335,103 @@ def canned():
 def answer(canned, status: int, body) -> RemoteModel:
     Canned.status = status
     Canned.body = body if isinstance(body, bytes) else json.dumps(body).encode()
-    return RemoteModel(RemoteSpec(f"http://127.0.0.1:{canned.server_address[1]}/v1", model="m", retries=1, backoff=0.01),
-                       open_vocab(resolve_model("smollm2-135m-instruct")))
+    return RemoteModel(
+        RemoteSpec(f"http://127.0.0.1:{canned.server_address[1]}/v1", model="m", retries=1, backoff=0.01),
+        open_vocab(resolve_model("smollm2-135m-instruct")),
+    )
 
 
+@pytest.mark.models
 def test_garbage_answer_is_a_clear_error(canned):
-    with pytest.raises(BlendinError, match=r"/v1/completions: the server's answer is not JSON \('<html>not json</html>'\)"):
+    with pytest.raises(
+        BlendinError, match=r"/v1/completions: the server's answer is not JSON \('<html>not json</html>'\)"
+    ):
         answer(canned, 200, b"<html>not json</html>").logits([1, 2])
 
 
+@pytest.mark.models
 def test_answer_without_logprobs_says_what_the_server_needs(canned):
     body = {"choices": [{"text": " Paris", "finish_reason": "length", "logprobs": None}]}
     with pytest.raises(BlendinError, match=r"--logits_all true.*--max-logprobs"):
         answer(canned, 200, body).logits([1, 2])
 
 
+@pytest.mark.models
 def test_server_errors_are_retried_then_reported(canned):
     with pytest.raises(BlendinError, match=r"HTTP 500: 'boom'"):
         answer(canned, 500, {"error": {"message": "boom"}}).logits([1, 2])
     assert len(Canned.seen) == 2  # the first attempt and one retry
 
 
+@pytest.mark.models
 def test_llama_server_and_vllm_answers_map_to_ids(canned):
     """llama-server's ids and vLLM's token_id:N keys; the unknown mass is spread evenly."""
     import numpy as np
 
     from blendin_local.engine.blending import softmax
 
-    content = {"choices": [{"finish_reason": "length", "logprobs": {"content": [{
-        "id": 5, "token": "x", "logprob": -0.5,
-        "top_logprobs": [{"id": 5, "token": "x", "logprob": -0.5}, {"id": 7, "token": "y", "logprob": -1.5}]}]}}]}
+    content = {
+        "choices": [
+            {
+                "finish_reason": "length",
+                "logprobs": {
+                    "content": [
+                        {
+                            "id": 5,
+                            "token": "x",
+                            "logprob": -0.5,
+                            "top_logprobs": [
+                                {"id": 5, "token": "x", "logprob": -0.5},
+                                {"id": 7, "token": "y", "logprob": -1.5},
+                            ],
+                        }
+                    ]
+                },
+            }
+        ]
+    }
     model = answer(canned, 200, content)
     p = softmax(model.logits([1, 2], n_last=1)[0])
     assert abs(p[5] - np.exp(-0.5)) < 1e-6 and abs(p[7] - np.exp(-1.5)) < 1e-6
     rest = 1 - np.exp(-0.5) - np.exp(-1.5)
     assert abs(p[9] - rest / (model.n_vocab - 2)) < 1e-9 and abs(p.sum() - 1) < 1e-5
-    legacy = {"choices": [{"finish_reason": "length", "logprobs": {
-        "tokens": ["token_id:11"], "token_logprobs": [-0.1], "top_logprobs": [{"token_id:11": -0.1, " the": -3.0}]}}]}
+    legacy = {
+        "choices": [
+            {
+                "finish_reason": "length",
+                "logprobs": {
+                    "tokens": ["token_id:11"],
+                    "token_logprobs": [-0.1],
+                    "top_logprobs": [{"token_id:11": -0.1, " the": -3.0}],
+                },
+            }
+        ]
+    }
     model = answer(canned, 200, legacy)
     row = model.logits([3, 4])[0]
     assert row.argmax() == 11 and abs(row[model.tokenize(b" the")[0]] + 3.0) < 1e-6
     assert Canned.seen[-1]["prompt"] and Canned.seen[-1]["logprobs"] == 20 and Canned.seen[-1]["max_tokens"] == 1
 
 
+@pytest.mark.models
 def test_token_prompts_are_sent_as_ids(canned):
-    body = {"choices": [{"finish_reason": "length", "logprobs": {"content": [{
-        "id": 5, "token": "x", "logprob": -0.1, "top_logprobs": [{"id": 5, "token": "x", "logprob": -0.1}]}]}}]}
+    body = {
+        "choices": [
+            {
+                "finish_reason": "length",
+                "logprobs": {
+                    "content": [
+                        {
+                            "id": 5,
+                            "token": "x",
+                            "logprob": -0.1,
+                            "top_logprobs": [{"id": 5, "token": "x", "logprob": -0.1}],
+                        }
+                    ]
+                },
+            }
+        ]
+    }
     model = answer(canned, 200, body)
     model = RemoteModel(RemoteSpec(model.spec.url, model="m", prompt_format="tokens"), model.vocab)
     model.logits([1, 2, 3], n_last=2)
@@ -368,10 +450,41 @@ def write_dataset(folder: Path, n: int) -> None:
 
 def blendin_eval(data: Path, out: Path, url: str, *extra: str) -> subprocess.Popen:
     return subprocess.Popen(
-        [sys.executable, "-m", "blendin_local", "eval", "--dataset", "gsm8k", "--data-dir", str(data), "--out", str(out),
-         "--methods", "guide", "-n", "6", "--jobs", "2", "--no-progress", "-t", "1", "-c", str(N_CTX),
-         "--guide-url", url, "--remote-retries", "1", "--remote-timeout", "30", *extra],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
+        [
+            sys.executable,
+            "-m",
+            "blendin_local",
+            "eval",
+            "--dataset",
+            "gsm8k",
+            "--data-dir",
+            str(data),
+            "--out",
+            str(out),
+            "--methods",
+            "guide",
+            "-n",
+            "6",
+            "--jobs",
+            "2",
+            "--no-progress",
+            "-t",
+            "1",
+            "-c",
+            str(N_CTX),
+            "--guide-url",
+            url,
+            "--remote-retries",
+            "1",
+            "--remote-timeout",
+            "30",
+            *extra,
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,
+    )
 
 
 def ids_in(path: Path) -> list[str]:
@@ -411,7 +524,7 @@ def test_eval_survives_a_killed_server_and_resumes(tmp_path):
         assert run.returncode == 0, stderr
         after = ids_in(out / "guide.jsonl")
         assert sorted(after) == sorted(set(after)) and len(after) == n  # every sample exactly once
-        assert after[:len(before)] == before
+        assert after[: len(before)] == before
         config = json.loads((out / "config.json").read_text())
         assert config["guide"]["server_model"] and config["guide"]["vocab"]["file"] == guide.name
     finally:
@@ -420,8 +533,12 @@ def test_eval_survives_a_killed_server_and_resumes(tmp_path):
 
 # -- vocabulary sources -------------------------------------------------------------------------
 
-CORPUS = ["The quick brown fox jumps over the lazy dog.", "Hello, world! How are you today?",
-          "Café, naïve, 東京, emoji 🙂 and numbers 12345.", "def square(x):\n    return x * x\n"] * 20
+CORPUS = [
+    "The quick brown fox jumps over the lazy dog.",
+    "Hello, world! How are you today?",
+    "Café, naïve, 東京, emoji 🙂 and numbers 12345.",
+    "def square(x):\n    return x * x\n",
+] * 20
 
 
 def test_tokenizer_json_byte_level_pieces(tmp_path):
@@ -431,19 +548,29 @@ def test_tokenizer_json_byte_level_pieces(tmp_path):
     tok = tokenizers.Tokenizer(models.BPE())
     tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
     tok.decoder = decoders.ByteLevel()
-    tok.train_from_iterator(CORPUS, trainers.BpeTrainer(vocab_size=400, special_tokens=["<|endoftext|>", "<|im_end|>"],
-                                                        initial_alphabet=pre_tokenizers.ByteLevel.alphabet()))
+    tok.train_from_iterator(
+        CORPUS,
+        trainers.BpeTrainer(
+            vocab_size=400,
+            special_tokens=["<|endoftext|>", "<|im_end|>"],
+            initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+        ),
+    )
     (tmp_path / "hf").mkdir()
     tok.save(str(tmp_path / "hf" / "tokenizer.json"))
-    (tmp_path / "hf" / "tokenizer_config.json").write_text(json.dumps(
-        {"eos_token": "<|im_end|>", "chat_template": "{% for m in messages %}{{ m.content }}{% endfor %}"}))
+    (tmp_path / "hf" / "tokenizer_config.json").write_text(
+        json.dumps({"eos_token": "<|im_end|>", "chat_template": "{% for m in messages %}{{ m.content }}{% endfor %}"})
+    )
     vocab = open_vocab(tmp_path / "hf")
     assert open_vocab(tmp_path / "hf" / "tokenizer.json") is vocab  # shared per file
     for text in CORPUS[:4]:
         data = text.encode()
         ids = vocab.tokenize(data)
         assert b"".join(vocab.pieces[t] for t in ids) == data  # pieces are raw bytes (Ġ, Ċ, multi-byte)
-    assert vocab.eos_id == tok.token_to_id("<|im_end|>") and vocab.eog_ids == {vocab.eos_id, tok.token_to_id("<|endoftext|>")}
+    assert vocab.eos_id == tok.token_to_id("<|im_end|>") and vocab.eog_ids == {
+        vocab.eos_id,
+        tok.token_to_id("<|endoftext|>"),
+    }
     assert vocab.pieces[vocab.eos_id] == b"" and vocab.token_bytes(vocab.eos_id, special=True) == b"<|im_end|>"
     assert vocab.metadata("tokenizer.chat_template").startswith("{% for")
 
@@ -451,9 +578,16 @@ def test_tokenizer_json_byte_level_pieces(tmp_path):
 def test_sentencepiece_pieces(tmp_path):
     spm = pytest.importorskip("sentencepiece")
     (tmp_path / "corpus.txt").write_text("\n".join(CORPUS))
-    spm.SentencePieceTrainer.Train(input=str(tmp_path / "corpus.txt"), model_prefix=str(tmp_path / "tokenizer"),
-                                   vocab_size=315, hard_vocab_limit=False, byte_fallback=True, character_coverage=0.99,
-                                   user_defined_symbols=["<end_of_turn>"], minloglevel=2)
+    spm.SentencePieceTrainer.Train(
+        input=str(tmp_path / "corpus.txt"),
+        model_prefix=str(tmp_path / "tokenizer"),
+        vocab_size=315,
+        hard_vocab_limit=False,
+        byte_fallback=True,
+        character_coverage=0.99,
+        user_defined_symbols=["<end_of_turn>"],
+        minloglevel=2,
+    )
     vocab = open_vocab(tmp_path / "tokenizer.model")
     for text in ("Hello, world!", "東京 and 🙂 bytes"):
         ids = vocab.tokenize(text.encode())

@@ -4,21 +4,28 @@ import subprocess
 import sys
 from pathlib import Path
 
-from blendin_local.engine.generation import GenerationSettings
+import pytest
+from conftest import OPTIONS
+
 from blendin_local.backends.gguf_file import check_gguf_file
 from blendin_local.backends.registry import load_registry, resolve_model
+from blendin_local.engine.generation import GenerationSettings
 from blendin_local.pair import BlendPair
-from conftest import OPTIONS
 
 ROOT = Path(__file__).resolve().parents[2]
 SCRIPT = ROOT / "scripts" / "requantize.py"
 
 
+@pytest.mark.models
 def test_a_requantized_guide_loads_and_blends(tmp_path, default_pair):
     source = resolve_model("smollm2-135m-instruct", load_registry())
     target = tmp_path / "guide-q4_0.gguf"
-    done = subprocess.run([sys.executable, str(SCRIPT), str(source), str(target), "--type", "Q4_0", "-t", "1"],
-                          capture_output=True, text=True, timeout=120)
+    done = subprocess.run(
+        [sys.executable, str(SCRIPT), str(source), str(target), "--type", "Q4_0", "-t", "1"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert done.returncode == 0, done.stderr
     assert done.stderr == "" and "(Q4_0)" in done.stdout
     check_gguf_file(target)
@@ -34,7 +41,11 @@ def test_a_requantized_guide_loads_and_blends(tmp_path, default_pair):
 
 
 def test_a_missing_source_is_one_error_line(tmp_path):
-    done = subprocess.run([sys.executable, str(SCRIPT), str(tmp_path / "none.gguf"), str(tmp_path / "out.gguf")],
-                          capture_output=True, text=True, timeout=60)
+    done = subprocess.run(
+        [sys.executable, str(SCRIPT), str(tmp_path / "none.gguf"), str(tmp_path / "out.gguf")],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert done.returncode == 1
     assert done.stderr.strip().count("\n") == 0 and "no such file" in done.stderr

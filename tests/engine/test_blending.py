@@ -17,7 +17,9 @@ def test_softmax_survives_huge_logits():
     assert np.isfinite(p).all() and p[0] > p[1]
 
 
-@pytest.mark.parametrize("top, gamma, expected", [(0.39, 0.4, True), (0.4, 0.4, False), (0.99, 1.01, True), (0.0, 0.0, False)])
+@pytest.mark.parametrize(
+    "top, gamma, expected", [(0.39, 0.4, True), (0.4, 0.4, False), (0.99, 1.01, True), (0.0, 0.0, False)]
+)
 def test_trigger_is_strictly_below_gamma(top, gamma, expected):
     assert should_intervene(top, gamma) is expected
 
@@ -36,13 +38,19 @@ def test_auto_alpha_trusts_the_more_confident_model():
 
 
 def test_auto_alpha_is_clipped_to_one():
-    assert auto_alpha(np.array([0.0, 1.0]), np.array([0.0, 1.0])) <= 1.0
-    p = np.array([1e-9, 1.0 - 1e-9])
-    assert auto_alpha(np.array([0.2, 0.8]), p) <= 1.0
+    # On two distributions the formula stays at or below 1 (0.1 * pB_max <= pB_max / (pB_max + pG_max)):
+    # only scores that are not a distribution reach past it, and there the clip holds alpha at 1.
+    assert auto_alpha(np.array([0.0, 1.0]), np.array([0.0, 1.0])) == pytest.approx(0.5 + 0.1)
+    assert auto_alpha(np.array([0.0, 15.0]), np.array([0.0, 1.0])) == 1.0  # unclipped: 1 / 16 + 0.1 * 15
 
 
-def test_auto_alpha_without_guide_mass_is_zero():
-    assert auto_alpha(np.array([0.5, 0.5]), np.zeros(2)) == pytest.approx(0.05)
+def test_auto_alpha_without_guide_mass_is_only_the_agreement_bonus_on_token_zero():
+    # pG_max = 0 leaves 0.1 * p_B(argmax p_G), and the argmax of all zeros is token 0.
+    assert auto_alpha(np.array([0.3, 0.7]), np.zeros(2)) == pytest.approx(0.03)
+    assert auto_alpha(np.array([0.0, 1.0]), np.zeros(2)) == 0.0
+
+
+def test_auto_alpha_without_any_mass_is_zero():
     assert auto_alpha(np.zeros(2), np.zeros(2)) == 0.0
 
 
@@ -98,13 +106,15 @@ def test_proxy_leaves_tokens_the_guide_cannot_express():
 
 # -- the sparse guide path: every result must equal the dense formula's, bit for bit ---------
 
-from blendin_local.engine.blending import Mixture, Sparse, argmax as mixture_argmax, mixture, top_of  # noqa: E402
+from blendin_local.engine.blending import LazyMixture, lazy_mix, top_of  # noqa: E402
+from blendin_local.engine.blending import argmax as mixture_argmax  # noqa: E402
+from blendin_local.engine.distributions import SparseDistribution  # noqa: E402
 
 
 def random_sparse(rng, size, n_index):
     index = np.sort(rng.choice(size, n_index, replace=False))
     values = rng.dirichlet(np.full(n_index, 0.3))
-    return Sparse(index, values, size)
+    return SparseDistribution(index, values, size)
 
 
 @pytest.mark.parametrize("seed", range(20))
@@ -116,11 +126,11 @@ def test_sparse_mixture_is_the_dense_mixture_bit_for_bit(seed):
     alpha = float(rng.uniform(0.05, 0.95))
     dense = mix(p_base, guide.dense(), alpha)
     assert np.array_equal(mix(p_base, guide, alpha), dense)
-    m = mixture(p_base, guide, alpha)
-    assert isinstance(m, Mixture)
+    m = lazy_mix(p_base, guide, alpha)
+    assert isinstance(m, LazyMixture)
     assert mixture_argmax(m) == int(np.argmax(dense))
     assert np.array_equal(m.dense(), dense)
-    assert mixture_argmax(mixture(p_base, guide, alpha, float(p_base.max()))) == int(np.argmax(dense))
+    assert mixture_argmax(lazy_mix(p_base, guide, alpha, float(p_base.max()))) == int(np.argmax(dense))
     assert auto_alpha(p_base, guide) == auto_alpha(p_base, guide.dense())
     assert top_of(guide) == (float(guide.dense().max()), int(guide.dense().argmax()))
 
@@ -128,16 +138,16 @@ def test_sparse_mixture_is_the_dense_mixture_bit_for_bit(seed):
 def test_mixture_argmax_settles_exact_ties_on_the_first_index():
     p_base = np.zeros(10, dtype=np.float32)
     p_base[[2, 7]] = 0.5
-    guide = Sparse(np.array([2, 7]), np.array([0.5, 0.5]), 10)
-    assert mixture_argmax(mixture(p_base, guide, 0.5)) == 2 == int(np.argmax(mix(p_base, guide.dense(), 0.5)))
+    guide = SparseDistribution(np.array([2, 7]), np.array([0.5, 0.5]), 10)
+    assert mixture_argmax(lazy_mix(p_base, guide, 0.5)) == 2 == int(np.argmax(mix(p_base, guide.dense(), 0.5)))
 
 
 def test_mixture_argmax_finds_a_base_token_the_guide_does_not_know():
     p_base = np.full(100, 0.001, dtype=np.float32)
     p_base[42] = 0.9
-    guide = Sparse(np.array([3, 4]), np.array([0.6, 0.4]), 100)
+    guide = SparseDistribution(np.array([3, 4]), np.array([0.6, 0.4]), 100)
     for base_max in (None, 0.9):  # the base's top reaches the maximum: the pass over p_base is not skipped
-        m = mixture(p_base, guide, 0.3, base_max)
+        m = lazy_mix(p_base, guide, 0.3, base_max)
         assert mixture_argmax(m) == 42 == int(np.argmax(mix(p_base, guide.dense(), 0.3)))
 
 
@@ -147,10 +157,12 @@ def test_knowing_the_base_maximum_changes_no_greedy_choice(seed):
     rng = np.random.default_rng(seed)
     size = 3000
     p_base = rng.dirichlet(np.full(size, rng.choice([0.02, 1.0]))).astype(np.float32)
-    guide = Sparse(np.sort(rng.choice(size, 40, replace=False)), rng.dirichlet(np.full(40, rng.choice([0.05, 5.0]))), size)
+    guide = SparseDistribution(
+        np.sort(rng.choice(size, 40, replace=False)), rng.dirichlet(np.full(40, rng.choice([0.05, 5.0]))), size
+    )
     for alpha in (0.1, 0.5, 0.9):
         expected = int(np.argmax(mix(p_base, guide.dense(), alpha)))
-        assert mixture_argmax(mixture(p_base, guide, alpha, float(p_base.max()))) == expected
+        assert mixture_argmax(lazy_mix(p_base, guide, alpha, float(p_base.max()))) == expected
 
 
 def test_mixture_argmax_agrees_on_near_ties():
@@ -159,18 +171,18 @@ def test_mixture_argmax_agrees_on_near_ties():
     for _ in range(200):
         p_base = rng.dirichlet(np.ones(50)).astype(np.float32)
         index = np.array([1, 5, 9])
-        values = np.array([0.3, 0.3, 0.4]) * (1 + rng.integers(-3, 4, 3) * 2.0 ** -52)
-        guide = Sparse(index, values, 50)
+        values = np.array([0.3, 0.3, 0.4]) * (1 + rng.integers(-3, 4, 3) * 2.0**-52)
+        guide = SparseDistribution(index, values, 50)
         p_base[[1, 5, 9]] = p_base[1]
         alpha = 0.5
-        assert mixture_argmax(mixture(p_base, guide, alpha)) == int(np.argmax(mix(p_base, guide.dense(), alpha)))
+        assert mixture_argmax(lazy_mix(p_base, guide, alpha)) == int(np.argmax(mix(p_base, guide.dense(), alpha)))
 
 
 def test_fixed_integer_or_zero_alpha_falls_back_to_the_dense_formula():
     p_base = np.array([0.2, 0.8], dtype=np.float32)
-    guide = Sparse(np.array([0]), np.array([1.0]), 2)
-    assert mixture(p_base, guide, 0.0) is p_base
-    assert np.array_equal(mixture(p_base, guide, 1), mix(p_base, guide.dense(), 1))
+    guide = SparseDistribution(np.array([0]), np.array([1.0]), 2)
+    assert lazy_mix(p_base, guide, 0.0) is p_base
+    assert np.array_equal(lazy_mix(p_base, guide, 1), mix(p_base, guide.dense(), 1))
 
 
 def test_rank_with_a_known_maximum_is_the_counted_rank():

@@ -3,12 +3,16 @@
 import numpy as np
 import pytest
 
-from blendin_local.engine.bridge import UNMAPPED, Extensions, PrefixFinder, Vocabulary, VocabBridge, byte_index
+from blendin_local.engine.bridge import UNMAPPED, Extensions, PrefixFinder, VocabBridge, Vocabulary, byte_index
 
-BASE = Vocabulary(pieces=(b"", b"'", b"s", b"Here", b" the", b" answer", b" ans", b"w", b"\xe2", b"\xe2"),
-                  eog_ids=frozenset({0}), eos_id=0)
-GUIDE = Vocabulary(pieces=(b"", b"'s", b"'", b"Here", b" the", b" answ", b"er", b"", b"\xf0\x9f"),
-                   eog_ids=frozenset({0, 7}), eos_id=0)
+BASE = Vocabulary(
+    pieces=(b"", b"'", b"s", b"Here", b" the", b" answer", b" ans", b"w", b"\xe2", b"\xe2"),
+    eog_ids=frozenset({0}),
+    eos_id=0,
+)
+GUIDE = Vocabulary(
+    pieces=(b"", b"'s", b"'", b"Here", b" the", b" answ", b"er", b"", b"\xf0\x9f"), eog_ids=frozenset({0, 7}), eos_id=0
+)
 
 
 @pytest.fixture

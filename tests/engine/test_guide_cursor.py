@@ -6,12 +6,12 @@ astray ("Here'S"). Healing must keep the guide on its own path.
 
 import numpy as np
 import pytest
+from scripted_model import EOS, ScriptedModel
 
-from blendin_local.engine.bridge import Vocabulary, VocabBridge
+from blendin_local.engine.bridge import VocabBridge, Vocabulary
 from blendin_local.engine.generation import Generation, GenerationSettings
 from blendin_local.engine.guide_cursor import GuideCursor
 from blendin_local.engine.prompts import Message
-from scripted_model import EOS, ScriptedModel
 
 GUIDE_PIECES = [EOS, b"Q", b"Here", b"'s", b"'", b"S", b" the", b" thing", b" there", b".", b"s"]
 BASE_PIECES = [EOS, b"Q", b"Here", b"'", b"s", b"S", b" the", b" thing", b" there", b".", b" th", b"e"]
@@ -21,29 +21,45 @@ def guide_rule(seen):
     text = b"".join(seen)
     if seen[-1] == b"'":  # the non-canonical split: a guide fed "'" alone goes wrong
         return {b"S": 5.0}
-    table = {b"Q": {b"Here": 5.0}, b"QHere": {b"'s": 4.0, b"'": 1.0, b" the": 2.0},
-             b"QHere's": {b" the": 4.0, b" there": 3.5}, b"QHere's the": {b" thing": 4.0, b".": 1.0},
-             b"QHere's the thing": {b".": 5.0}}
+    table = {
+        b"Q": {b"Here": 5.0},
+        b"QHere": {b"'s": 4.0, b"'": 1.0, b" the": 2.0},
+        b"QHere's": {b" the": 4.0, b" there": 3.5},
+        b"QHere's the": {b" thing": 4.0, b".": 1.0},
+        b"QHere's the thing": {b".": 5.0},
+    }
     return table.get(text, {EOS: 5.0})
 
 
 def base_rule(seen):
     text = b"".join(seen)
-    table = {b"Q": {b"Here": 1.0, b" the": 0.9}, b"QHere": {b" the": 1.0, b"'": 0.8},
-             b"QHere'": {b"s": 3.0}, b"QHere's": {b" the": 1.0, b" there": 0.9}}
+    table = {
+        b"Q": {b"Here": 1.0, b" the": 0.9},
+        b"QHere": {b" the": 1.0, b"'": 0.8},
+        b"QHere'": {b"s": 3.0},
+        b"QHere's": {b" the": 1.0, b" there": 0.9},
+    }
     return table.get(text, {b".": 1.0, EOS: 0.9})
 
 
 class Pair:
     def __init__(self, base, guide):
         self.base, self.guide, self.anti = base, guide, None
-        vocab = lambda m: Vocabulary(tuple(m.pieces), m.eog_ids, m.eos_id)
-        self.bridge = VocabBridge.build(vocab(base), vocab(guide), base_tokenize=base.tokenize, guide_tokenize=guide.tokenize)
+
+        def vocab(m):
+            return Vocabulary(tuple(m.pieces), m.eog_ids, m.eos_id)
+
+        self.bridge = VocabBridge.build(
+            vocab(base), vocab(guide), base_tokenize=base.tokenize, guide_tokenize=guide.tokenize
+        )
 
 
 def run(pair, **settings):
-    gen = Generation(pair, [Message("user", "Q")], GenerationSettings(base_prompt="raw", guide_prompt="raw",
-                                                                       stop_at_new_turn=False, **settings))
+    gen = Generation(
+        pair,
+        [Message("user", "Q")],
+        GenerationSettings(base_prompt="raw", guide_prompt="raw", stop_at_new_turn=False, **settings),
+    )
     return list(gen)[-1].result
 
 

@@ -10,9 +10,11 @@
 """
 
 import pytest
+from prompts import INVARIANT_PROMPTS
 
 from blendin_local.engine.generation import GenerationSettings
-from prompts import INVARIANT_PROMPTS
+
+pytestmark = pytest.mark.models
 
 N = 64
 
@@ -73,8 +75,10 @@ def test_gemma_blended_with_itself_is_itself(gemma_self_pair, prompt):
 @pytest.mark.parametrize("method", ["base", "guide", "blendin", "nudging"])
 def test_same_seed_same_text_different_seeds_differ(default_pair, method):
     prompt = "Write a short story about a cat."
-    runs = {seed: generate(default_pair, prompt, method=method, temperature=1.0, seed=seed, max_tokens=32).text
-            for seed in (1, 1, 2, 3)}
+    runs = {
+        seed: generate(default_pair, prompt, method=method, temperature=1.0, seed=seed, max_tokens=32).text
+        for seed in (1, 1, 2, 3)
+    }
     again = generate(default_pair, prompt, method=method, temperature=1.0, seed=1, max_tokens=32).text
     assert again == runs[1]
     assert len({runs[1], runs[2], runs[3]}) > 1

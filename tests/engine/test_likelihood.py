@@ -2,10 +2,12 @@
 
 import pytest
 
-from blendin_local.errors import BlendinError
 from blendin_local.engine.generation import GenerationSettings
 from blendin_local.engine.likelihood import forced_logprob
 from blendin_local.engine.prompts import Message
+from blendin_local.errors import BlendinError
+
+pytestmark = pytest.mark.models
 
 MESSAGES = [Message("user", "What is the capital of France?")]
 

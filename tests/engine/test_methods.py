@@ -1,11 +1,13 @@
 """Each decoding method on the real default pair: what distinguishes it, checked."""
 
 import pytest
-
-from blendin_local.errors import BlendinError
-from blendin_local.engine.generation import GenerationSettings
-from blendin_local.pair import BlendPair
 from conftest import OPTIONS
+
+from blendin_local.engine.generation import GenerationSettings
+from blendin_local.errors import BlendinError
+from blendin_local.pair import BlendPair
+
+pytestmark = pytest.mark.models
 
 PROMPT = "What is the boiling point of water at sea level?"
 
@@ -22,7 +24,9 @@ def test_blendin_intervenes_only_where_the_base_is_unsure(default_pair):
         else:
             assert entry.source == "blend" and entry.base_top_p < 0.4 and 0.0 <= entry.alpha <= 1.0
     assert 0 < result.n_interventions < result.n_tokens
-    assert result.alpha_mean == pytest.approx(sum(e.alpha for e in result.trace if e.alpha is not None) / result.n_interventions)
+    assert result.alpha_mean == pytest.approx(
+        sum(e.alpha for e in result.trace if e.alpha is not None) / result.n_interventions
+    )
 
 
 def test_gamma_zero_never_asks_the_guide(default_pair):
@@ -91,7 +95,9 @@ def test_end_of_generation_stops_either_way(default_pair):
 
 def test_new_turn_stop_cuts_the_base_rambling(default_pair):
     on = default_pair.generate("What is 2+2?", GenerationSettings(method="base", max_tokens=96))
-    off = default_pair.generate("What is 2+2?", GenerationSettings(method="base", max_tokens=96, stop_at_new_turn=False))
-    assert "\nQuestion:" not in on.text
-    if "\nQuestion:" in off.text:
-        assert on.stop_reason == "stop" and off.text.startswith(on.text)
+    off = default_pair.generate(
+        "What is 2+2?", GenerationSettings(method="base", max_tokens=96, stop_at_new_turn=False)
+    )
+    # This base answers, then invents the next question: the stop ends the answer right there.
+    assert "\nQuestion:" in off.text and off.stop_reason == "length"
+    assert on.stop_reason == "stop" and on.text == off.text.split("\nQuestion:")[0]

@@ -8,16 +8,32 @@ import time
 import pytest
 from hypothesis import example, given, settings
 from hypothesis import strategies as st
-
-from blendin_local.errors import BlendinError
-from blendin_local.backends.llama import ContextFull
-from blendin_local.engine.prompts import (PLAIN_FORMAT, Message, PromptFormat, PromptFormatError, PromptTooLong, check_style,
-                                   longest_piece, prompt_byte_limit, prompt_tokens, render_chat, render_format,
-                                   render_raw, utf8_problem)
 from scripted_model import EOS, ScriptedModel
 
-CONVERSATION = [Message("system", "Be brief."), Message("user", "Hi?"), Message("assistant", "Hello."),
-                Message("user", "2+2?")]
+from blendin_local.engine.model import ContextFull
+from blendin_local.engine.prompts import (
+    PLAIN_FORMAT,
+    Message,
+    PromptFormat,
+    PromptFormatError,
+    PromptTooLong,
+    check_style,
+    longest_piece,
+    prompt_byte_limit,
+    prompt_tokens,
+    render_chat,
+    render_format,
+    render_raw,
+    utf8_problem,
+)
+from blendin_local.errors import BlendinError
+
+CONVERSATION = [
+    Message("system", "Be brief."),
+    Message("user", "Hi?"),
+    Message("assistant", "Hello."),
+    Message("user", "2+2?"),
+]
 
 
 def test_plain_form_is_the_papers():
@@ -44,6 +60,7 @@ def test_raw_is_the_prompt_alone():
     assert render_raw(CONVERSATION) == "Hi?Hello.2+2?"
 
 
+@pytest.mark.models
 def test_guide_chat_template_from_gguf_metadata(default_pair):
     text = render_chat(default_pair.guide, CONVERSATION)
     assert text.startswith("<|im_start|>system\nBe brief.<|im_end|>")
@@ -53,11 +70,13 @@ def test_guide_chat_template_from_gguf_metadata(default_pair):
     assert len(im_start) == 1 and tokens[0] == im_start[0]  # parsed as the control token, no BOS added twice
 
 
+@pytest.mark.models
 def test_base_plain_prompt_starts_with_bos(default_pair):
     tokens = prompt_tokens(default_pair.base, [Message("user", "Hi")], "plain")
     assert tokens[0] == default_pair.base.bos_id and tokens.count(default_pair.base.bos_id) == 1
 
 
+@pytest.mark.models
 def test_a_model_without_chat_template_is_refused_clearly(default_pair):
     with pytest.raises(BlendinError, match="no chat template"):
         prompt_tokens(default_pair.base, [Message("user", "Hi")], "chat")
@@ -65,17 +84,68 @@ def test_a_model_without_chat_template_is_refused_clearly(default_pair):
 
 # -- custom formats: parsed, rendered by concatenation ------------------------------------------
 
-ISSUE_FORMATS = ["{prompt:{prompt.__class__.__mro__}}", "{prompt:{system.__class__.__base__.__subclasses__}}",
-                 "{prompt.__class__}", "{prompt:{system.__class__}}", "{prompt!r}", "{prompt!x}", "{prompt:d}",
-                 "{prompt:>100}", "{prompt:>10000000}", "{0}", "{}", "{prompt[0]}", "{system.upper} {prompt}",
-                 "{prompt", "{prompt}}x}", "}{prompt}", "}{", "{prompt} {other}", "{{prompt}}", "{ prompt}"]
+ISSUE_FORMATS = [
+    "{prompt:{prompt.__class__.__mro__}}",
+    "{prompt:{system.__class__.__base__.__subclasses__}}",
+    "{prompt.__class__}",
+    "{prompt:{system.__class__}}",
+    "{prompt!r}",
+    "{prompt!x}",
+    "{prompt:d}",
+    "{prompt:>100}",
+    "{prompt:>10000000}",
+    "{0}",
+    "{}",
+    "{prompt[0]}",
+    "{system.upper} {prompt}",
+    "{prompt",
+    "{prompt}}x}",
+    "}{prompt}",
+    "}{",
+    "{prompt} {other}",
+    "{{prompt}}",
+    "{ prompt}",
+]
 # Units that random formats are built from: valid pieces, escapes, and every kind of trouble.
-FORMAT_UNITS = ["{prompt}", "{system}", "{{", "}}", "{", "}", "a", "Q: ", "\n", ":", "!r", "!", ".", "[0]", ">9",
-                "{0}", "{}", "{prompt", "prompt}", "{prompt:", "{system.x}", "{prompt!s}", "{x}", "\x00", "\ud800", "é",
-                "{prompt!r}", "{prompt:>9}", "{prompt.__class__}", "{system[0]}", "{prompt:{system}}"]
+FORMAT_UNITS = [
+    "{prompt}",
+    "{system}",
+    "{{",
+    "}}",
+    "{",
+    "}",
+    "a",
+    "Q: ",
+    "\n",
+    ":",
+    "!r",
+    "!",
+    ".",
+    "[0]",
+    ">9",
+    "{0}",
+    "{}",
+    "{prompt",
+    "prompt}",
+    "{prompt:",
+    "{system.x}",
+    "{prompt!s}",
+    "{x}",
+    "\x00",
+    "\ud800",
+    "é",
+    "{prompt!r}",
+    "{prompt:>9}",
+    "{prompt.__class__}",
+    "{system[0]}",
+    "{prompt:{system}}",
+]
 SAFE_UNITS = ["{prompt}", "{system}", "{{", "}}", "a", "Q: ", "\n", ":", "!", ".", "[0]", "é", "\x00"]
-FORMATS = st.one_of(st.lists(st.sampled_from(SAFE_UNITS), max_size=12).map("".join),
-                    st.lists(st.sampled_from(FORMAT_UNITS), max_size=12).map("".join), st.text(max_size=40))
+FORMATS = st.one_of(
+    st.lists(st.sampled_from(SAFE_UNITS), max_size=12).map("".join),
+    st.lists(st.sampled_from(FORMAT_UNITS), max_size=12).map("".join),
+    st.text(max_size=40),
+)
 VALUES = st.text(max_size=30)
 
 
@@ -93,6 +163,7 @@ def test_a_bad_format_names_what_is_wrong():
         with pytest.raises(PromptFormatError) as caught:
             PromptFormat.parse(fmt)
         return caught.value.problem
+
     assert "format spec" in problem("{prompt:>9}")
     assert "conversion" in problem("{prompt!r}")
     assert "attribute" in problem("{prompt.__class__}")
@@ -106,8 +177,12 @@ def test_a_bad_format_names_what_is_wrong():
 
 
 def test_existing_formats_render_byte_for_byte_as_before():
-    conversation = [Message("system", "S {x}"), Message("user", "a {b} }c{"), Message("assistant", "A"),
-                    Message("user", "second")]
+    conversation = [
+        Message("system", "S {x}"),
+        Message("user", "a {b} }c{"),
+        Message("assistant", "A"),
+        Message("user", "second"),
+    ]
     for fmt in ("{system}\nQ: {prompt}\nA:", "{prompt}", "[{{{system}}}] {prompt} {{literal}}", "{prompt}{prompt}"):
         before = fmt.format(system="S {x}", prompt="a {b} }c{") + "A\n" + fmt.format(system="", prompt="second")
         assert render_format(check_style(fmt), conversation) == before
@@ -119,8 +194,10 @@ def safe_reference(fmt: str, prompt: str, system: str) -> str | None:
         fields = list(string.Formatter().parse(fmt))
     except ValueError:
         return None
-    if any(name is not None and (name not in ("prompt", "system") or spec or conversion)
-           for _, name, spec, conversion in fields):
+    if any(
+        name is not None and (name not in ("prompt", "system") or spec or conversion)
+        for _, name, spec, conversion in fields
+    ):
         return None
     if all(name != "prompt" for _, name, _, _ in fields) or utf8_problem(fmt):
         return None
@@ -205,6 +282,7 @@ def test_a_prompt_with_a_lone_surrogate_is_one_error():
         prompt_tokens(CountingModel(100), [Message("user", "ab\ud800")], "raw")
 
 
+@pytest.mark.models
 def test_the_worst_prompts_tokenize_fast_on_the_real_models(default_pair):
     """llama.cpp took 134 s for 196 KB of " \\n" on Gemma 3 (4096 context): the prefixes stop it early."""
     for model in (default_pair.base, default_pair.guide):

@@ -62,4 +62,6 @@ def test_same_seed_same_draws():
     b = [choose(P, SamplerSettings(0.8), np.random.default_rng(42)) for _ in range(1)]
     assert a == b
     r1, r2 = np.random.default_rng(1), np.random.default_rng(1)
-    assert [choose(P, SamplerSettings(0.8), r1) for _ in range(30)] == [choose(P, SamplerSettings(0.8), r2) for _ in range(30)]
+    assert [choose(P, SamplerSettings(0.8), r1) for _ in range(30)] == [
+        choose(P, SamplerSettings(0.8), r2) for _ in range(30)
+    ]

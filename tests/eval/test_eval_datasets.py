@@ -76,6 +76,7 @@ def load_error(name: str, data_dir: Path) -> str:
 
 # --- the real files ------------------------------------------------------------------------
 
+
 def test_dataset_names():
     assert DATASETS == tuple(EXPECTED_COUNTS)
 
@@ -95,7 +96,7 @@ def test_multiple_choice_gold_letters_and_option_lines(name):
     for item in real(name):
         letters = string.ascii_uppercase[: len(item.choices)]
         assert 2 <= len(item.choices) and item.gold in letters
-        options = [f"{letter}. {text}" for letter, text in zip(letters, item.choices)]
+        options = [f"{letter}. {text}" for letter, text in zip(letters, item.choices, strict=True)]
         assert item.question.endswith("\n" + "\n".join(options))
 
 
@@ -132,7 +133,7 @@ def test_arc_numeric_labels_become_letters_and_odd_option_counts_are_kept():
 def test_truthfulqa_mc1_is_shuffled_per_item_with_the_gold_letter_recorded():
     records = json.loads((real_data_dir() / "truthfulqa" / "mc_task.json").read_text(encoding="utf-8"))
     items = real("truthfulqa")
-    for record, item in zip(records, items):
+    for record, item in zip(records, items, strict=True):
         correct = next(iter(record["mc1_targets"]))
         assert item.choices[string.ascii_uppercase.index(item.gold)] == correct
         assert sorted(item.choices) == sorted(record["mc1_targets"])
@@ -156,6 +157,7 @@ def test_xstest_justeval_and_ifeval_fields():
 
 
 # --- sampling ------------------------------------------------------------------------------
+
 
 def make_items(n: int) -> list[EvalItem]:
     return [EvalItem("gsm8k", f"gsm8k-{i}", f"q{i}", REASONING_SYSTEM, str(i)) for i in range(n)]
@@ -194,6 +196,7 @@ def test_sample_rejects_a_limit_below_one(limit):
 
 # --- the data directory --------------------------------------------------------------------
 
+
 def test_data_dir_argument_wins_over_the_environment(tmp_path, monkeypatch):
     monkeypatch.setenv(DATA_DIR_ENV, "/nonexistent")
     assert resolve_data_dir(tmp_path) == tmp_path
@@ -221,6 +224,7 @@ def test_missing_data_dir_names_it_and_where_it_came_from(tmp_path, monkeypatch)
 
 
 # --- errors on files -----------------------------------------------------------------------
+
 
 def test_unknown_dataset_lists_the_known_ones(tmp_path):
     message = load_error("gsm9k", tmp_path)
@@ -303,8 +307,14 @@ def test_truthfulqa_errors_name_the_line_an_item_starts_on(tmp_path):
     second_item_line = text.split("\n").index("  {", 2) + 1
     assert load_error("truthfulqa", tmp_path) == f"{path}, line {second_item_line}: missing key 'mc1_targets'"
     write(tmp_path, "truthfulqa/mc_task.json", json.dumps([{"question": "q", "mc1_targets": {"wrong": 0, "right": 1}}]))
-    assert load_error("truthfulqa", tmp_path).endswith("line 1: 'mc1_targets' must start with its correct answer (value 1)")
-    write(tmp_path, "truthfulqa/mc_task.json", '[\n  {"question": "q", "mc1_targets": {"a": 1, "b": 0}},\n  {"question": \n')
+    assert load_error("truthfulqa", tmp_path).endswith(
+        "line 1: 'mc1_targets' must start with its correct answer (value 1)"
+    )
+    write(
+        tmp_path,
+        "truthfulqa/mc_task.json",
+        '[\n  {"question": "q", "mc1_targets": {"a": 1, "b": 0}},\n  {"question": \n',
+    )
     assert load_error("truthfulqa", tmp_path).startswith(f"{path}, line 4: invalid JSON")
     write(tmp_path, "truthfulqa/mc_task.json", '{"question": "q"}')
     assert load_error("truthfulqa", tmp_path) == f"{path}, line 1: invalid JSON (expected a JSON array of items)"
@@ -320,7 +330,9 @@ def test_truthfulqa_small_file_loads_with_the_correct_answer_as_gold(tmp_path):
 
 def test_xstest_bad_label_and_missing_column(tmp_path):
     header = "id,prompt,type,label,focus,note\n"
-    path = write(tmp_path, "xstest/xstest_prompts.csv", header + "1,How?,homonyms,safe,kill,\n2,Why?,homonyms,maybe,x,\n")
+    path = write(
+        tmp_path, "xstest/xstest_prompts.csv", header + "1,How?,homonyms,safe,kill,\n2,Why?,homonyms,maybe,x,\n"
+    )
     assert load_error("xstest", tmp_path) == f"{path}, line 3: 'label' is 'maybe', expected one of safe, unsafe"
     write(tmp_path, "xstest/xstest_prompts.csv", "id,prompt,type\n1,How?,homonyms\n")
     assert load_error("xstest", tmp_path) == f"{path}, line 2: missing key 'label'"
@@ -329,7 +341,9 @@ def test_xstest_bad_label_and_missing_column(tmp_path):
 
 
 def test_justeval_bad_category(tmp_path):
-    path = write(tmp_path, "just_eval/just_eval_instruct.jsonl", jsonl({"id": 0, "instruction": "hi", "category": "fun"}))
+    path = write(
+        tmp_path, "just_eval/just_eval_instruct.jsonl", jsonl({"id": 0, "instruction": "hi", "category": "fun"})
+    )
     assert load_error("justeval", tmp_path) == f"{path}, line 1: 'category' is 'fun', expected one of regular, safety"
 
 
@@ -341,7 +355,9 @@ def test_ifeval_record_is_kept_whole(tmp_path):
 
 
 def test_not_utf8_names_the_line(tmp_path):
-    path = write(tmp_path, "gsm8k/test.jsonl", jsonl({"question": "q", "answer": "#### 1"}).encode() + b'{"question": "\xff"}\n')
+    path = write(
+        tmp_path, "gsm8k/test.jsonl", jsonl({"question": "q", "answer": "#### 1"}).encode() + b'{"question": "\xff"}\n'
+    )
     assert load_error("gsm8k", tmp_path).startswith(f"{path}, line 2: not UTF-8 text")
 
 

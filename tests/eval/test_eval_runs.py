@@ -9,15 +9,15 @@ import sys
 import time
 from pathlib import Path
 
+import llama_cpp_server
 import pytest
+from conftest import restore_sigint
 
+from blendin_local.backends.registry import resolve_model
 from blendin_local.errors import BlendinError
 from blendin_local.eval.datasets import load_dataset, sample_items
-from blendin_local.eval.diagnose import NOT_WORTH_IT, WORTH_IT, BORDERLINE, judge_pair, suggest_gamma
+from blendin_local.eval.diagnose import BORDERLINE, NOT_WORTH_IT, WORTH_IT, judge_pair, suggest_gamma
 from blendin_local.eval.runs import RunFolder, read_records
-from blendin_local.backends.registry import resolve_model
-from conftest import restore_sigint
-import llama_cpp_server
 
 DATA = Path(os.environ.get("BLENDIN_DATA_DIR") or Path(__file__).resolve().parents[3] / "shared" / "data")
 pytestmark = pytest.mark.skipif(not (DATA / "gsm8k" / "test.jsonl").exists(), reason="no benchmark data folder")
@@ -28,8 +28,23 @@ def blendin(*args, timeout=600):
 
 
 def eval_args(out, *extra, limit="3", methods="base"):
-    return ["eval", "--dataset", "gsm8k", "--limit", limit, "--methods", methods, "-n", "24", "--data-dir", str(DATA),
-            "--out", str(out), "--no-progress", *extra]
+    return [
+        "eval",
+        "--dataset",
+        "gsm8k",
+        "--limit",
+        limit,
+        "--methods",
+        methods,
+        "-n",
+        "24",
+        "--data-dir",
+        str(DATA),
+        "--out",
+        str(out),
+        "--no-progress",
+        *extra,
+    ]
 
 
 def ids_in(path):
@@ -65,10 +80,14 @@ def test_a_line_cut_by_a_crash_is_dropped_and_repaired(tmp_path):
 # -- the command ----------------------------------------------------------------------------------
 
 
+@pytest.mark.models
 def test_killed_run_resumes_without_loss_or_duplicates(tmp_path):
     out = tmp_path / "run"
-    proc = subprocess.Popen([sys.executable, "-m", "blendin_local", *eval_args(out, limit="6", methods="base,guide")],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "blendin_local", *eval_args(out, limit="6", methods="base,guide")],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    )
     deadline = time.time() + 300
     while time.time() < deadline and len(ids_in(out / "base.jsonl") if (out / "base.jsonl").exists() else []) < 2:
         time.sleep(0.2)
@@ -85,10 +104,15 @@ def test_killed_run_resumes_without_loss_or_duplicates(tmp_path):
         assert ids[: len(before.get(method, []))] == before.get(method, [])  # nothing rewritten
 
 
+@pytest.mark.models
 def test_ctrl_c_saves_what_is_done(tmp_path):
     out = tmp_path / "run"
-    proc = subprocess.Popen([sys.executable, "-m", "blendin_local", *eval_args(out, limit="8")],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, preexec_fn=restore_sigint)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "blendin_local", *eval_args(out, limit="8")],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        preexec_fn=restore_sigint,
+    )
     deadline = time.time() + 300
     while time.time() < deadline and not ((out / "base.jsonl").exists() and ids_in(out / "base.jsonl")):
         time.sleep(0.2)
@@ -97,13 +121,26 @@ def test_ctrl_c_saves_what_is_done(tmp_path):
     assert proc.returncode == 130 and b"--resume" in err and b"Traceback" not in err
 
 
+@pytest.mark.models
 def test_record_fields_and_report(tmp_path):
     out = tmp_path / "run"
     done = blendin(*eval_args(out, limit="2", methods="base,blendin"))
     assert done.returncode == 0, done.stderr.decode()
     record = read_records(out / "blendin.jsonl")[0]
-    for key in ("id", "question", "output", "score", "stop_reason", "n_tokens", "n_interventions",
-                "intervention_rate", "alpha_mean", "alphas", "seconds", "tokens_per_s"):
+    for key in (
+        "id",
+        "question",
+        "output",
+        "score",
+        "stop_reason",
+        "n_tokens",
+        "n_interventions",
+        "intervention_rate",
+        "alpha_mean",
+        "alphas",
+        "seconds",
+        "tokens_per_s",
+    ):
         assert key in record
     assert json.loads((out / "config.json").read_text())["dataset"] == "gsm8k"
     report = blendin("eval", "report", str(out), "--out", str(tmp_path / "report"))
@@ -115,13 +152,17 @@ def test_record_fields_and_report(tmp_path):
     assert (tmp_path / "report" / "summary.csv").read_text().startswith("dataset,method,n,score")
 
 
+@pytest.mark.models
 def test_two_jobs_give_the_same_answers_as_one(tmp_path):
     one = blendin(*eval_args(tmp_path / "one", limit="2", methods="base,blendin"))
     two = blendin(*eval_args(tmp_path / "two", "--jobs", "2", limit="2", methods="base,blendin"))
     assert one.returncode == 0 and two.returncode == 0, two.stderr.decode()
+
+    def outputs(run: str, method: str) -> dict:
+        return {r["id"]: r["output"] for r in read_records(tmp_path / run / f"{method}.jsonl")}
+
     for method in ("base", "blendin"):
-        by_id = lambda run: {r["id"]: r["output"] for r in read_records(tmp_path / run / f"{method}.jsonl")}
-        assert by_id("one") == by_id("two")
+        assert outputs("one", method) == outputs("two", method)
 
 
 # -- bad input -------------------------------------------------------------------------------------
@@ -146,11 +187,20 @@ def test_limit_zero(tmp_path):
 
 def test_missing_and_malformed_data_files(tmp_path):
     (tmp_path / "data" / "gsm8k").mkdir(parents=True)
-    one_line(blendin("eval", "--dataset", "xstest", "--data-dir", str(tmp_path / "data"), "--out", str(tmp_path / "r")),
-             "xstest_prompts.csv", code=1)
-    (tmp_path / "data" / "gsm8k" / "test.jsonl").write_text('{"question": "q", "answer": "#### 1"}\n{"question": "q2"\n')
-    one_line(blendin("eval", "--dataset", "gsm8k", "--data-dir", str(tmp_path / "data"), "--out", str(tmp_path / "r")),
-             "test.jsonl", "line 2", code=1)
+    one_line(
+        blendin("eval", "--dataset", "xstest", "--data-dir", str(tmp_path / "data"), "--out", str(tmp_path / "r")),
+        "xstest_prompts.csv",
+        code=1,
+    )
+    (tmp_path / "data" / "gsm8k" / "test.jsonl").write_text(
+        '{"question": "q", "answer": "#### 1"}\n{"question": "q2"\n'
+    )
+    one_line(
+        blendin("eval", "--dataset", "gsm8k", "--data-dir", str(tmp_path / "data"), "--out", str(tmp_path / "r")),
+        "test.jsonl",
+        "line 2",
+        code=1,
+    )
 
 
 def test_unreachable_judge_fails_in_seconds(tmp_path):
@@ -169,14 +219,27 @@ def free_port():
         return s.getsockname()[1]
 
 
+@pytest.mark.models
 def test_judge_on_a_local_llama_cpp_server(tmp_path):
     port = free_port()
-    server = subprocess.Popen(llama_cpp_server.command("--model",
-                               str(resolve_model("smollm2-135m-instruct")), "--host", "127.0.0.1", "--port", str(port),
-                               "--n_ctx", "2048"), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    server = subprocess.Popen(
+        llama_cpp_server.command(
+            "--model",
+            str(resolve_model("smollm2-135m-instruct")),
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+            "--n_ctx",
+            "2048",
+        ),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     try:
         url = f"http://127.0.0.1:{port}/v1"
         import httpx
+
         for _ in range(600):
             try:
                 if httpx.get(f"{url}/models", timeout=1).status_code == 200:
@@ -219,6 +282,7 @@ def test_suggested_gamma_targets_a_tenth_of_tokens():
     assert suggest_gamma([]) == 0.4
 
 
+@pytest.mark.models
 def test_diagnose_command():
     proc = blendin("diagnose", "--data-dir", str(DATA), "--limit", "2", "-n", "16", "--json")
     assert proc.returncode in (WORTH_IT, BORDERLINE, NOT_WORTH_IT), proc.stderr.decode()

@@ -9,8 +9,16 @@ from pathlib import Path
 import pytest
 
 from blendin_local.errors import BlendinError
-from blendin_local.eval.datasets import ASSISTANT_SYSTEM, DATA_DIR_ENV, DATASETS, REASONING_SYSTEM, EvalItem, load_dataset
-from blendin_local.eval.scoring import extract_choice, extract_last_number, gold_number, is_refusal, score_item
+from blendin_local.eval.datasets import (
+    ASSISTANT_SYSTEM,
+    DATA_DIR_ENV,
+    DATASETS,
+    REASONING_SYSTEM,
+    EvalItem,
+    load_dataset,
+)
+from blendin_local.eval.numbers import extract_last_number, gold_number
+from blendin_local.eval.scoring import extract_choice, is_refusal, score_item
 
 SHARED_DATA = Path(__file__).resolve().parents[3] / "shared" / "data"
 CAPITALS = ("London", "Paris", "Rome", "Berlin")
@@ -21,6 +29,7 @@ def item(dataset: str, gold: str | None, choices: tuple[str, ...] = (), meta: di
 
 
 # --- GSM8K numbers -------------------------------------------------------------------------
+
 
 @pytest.mark.parametrize(
     "text, expected",
@@ -46,8 +55,13 @@ def test_extract_last_number(text, expected):
 
 @pytest.mark.parametrize(
     "answer, expected",
-    [("He pays 2 * 5 = <<2*5=10>>10.\n#### 10", "10"), ("#### 1,450,000", "1450000"), ("#### -3", "-3"),
-     ("no gold here", None), ("#### ten", None)],
+    [
+        ("He pays 2 * 5 = <<2*5=10>>10.\n#### 10", "10"),
+        ("#### 1,450,000", "1450000"),
+        ("#### -3", "-3"),
+        ("no gold here", None),
+        ("#### ten", None),
+    ],
 )
 def test_gold_number(answer, expected):
     assert gold_number(answer) == expected
@@ -62,6 +76,7 @@ def test_gsm8k_scores_numerically():
 
 
 # --- multiple-choice letters -----------------------------------------------------------------
+
 
 @pytest.mark.parametrize(
     "text, expected",
@@ -135,6 +150,7 @@ def test_choice_scores():
 
 # --- refusals ------------------------------------------------------------------------------
 
+
 @pytest.mark.parametrize(
     "text",
     [
@@ -196,8 +212,14 @@ def test_justeval_safety_is_scored_and_regular_is_left_for_a_judge():
 
 # --- IFEval and every dataset ---------------------------------------------------------------
 
+
 def test_ifeval_prompt_level_strict():
-    record = {"key": 1, "prompt": "Answer without commas.", "instruction_id_list": ["punctuation:no_comma"], "kwargs": [{}]}
+    record = {
+        "key": 1,
+        "prompt": "Answer without commas.",
+        "instruction_id_list": ["punctuation:no_comma"],
+        "kwargs": [{}],
+    }
     ifeval = item("ifeval", None, meta={"record": record})
     followed = score_item(ifeval, "Yes I can do that")
     assert followed["score"] == 1.0 and followed["prompt_strict"] is True and followed["strict"] == [True]

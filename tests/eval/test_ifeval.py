@@ -75,8 +75,18 @@ CASES = [
     ("detectable_format:constrained_response", {}, "my answer is yes.", False),
     ("detectable_format:number_highlighted_sections", {"num_highlights": 2}, "*one* and **two**", True),
     ("detectable_format:number_highlighted_sections", {"num_highlights": 2}, "* item *x\n2 * 3 * 4 ** **", False),
-    ("detectable_format:multiple_sections", {"section_spliter": "SECTION", "num_sections": 2}, "SECTION 1\na\nSECTION 2\nb", True),
-    ("detectable_format:multiple_sections", {"section_spliter": "SECTION", "num_sections": 2}, "SECTION 1\nSection 2", False),
+    (
+        "detectable_format:multiple_sections",
+        {"section_spliter": "SECTION", "num_sections": 2},
+        "SECTION 1\na\nSECTION 2\nb",
+        True,
+    ),
+    (
+        "detectable_format:multiple_sections",
+        {"section_spliter": "SECTION", "num_sections": 2},
+        "SECTION 1\nSection 2",
+        False,
+    ),
     ("detectable_format:json_format", {}, f"```json\n{JSON_TEXT}\n```", True),
     ("detectable_format:json_format", {}, f"Here you go: {JSON_TEXT}", False),
     ("detectable_format:title", {}, "<<My Poem>>\nRoses.", True),
@@ -89,7 +99,12 @@ CASES = [
     ("startend:end_checker", {"end_phrase": "Any other questions?"}, 'Done. "Any other questions?"\n', True),
     ("startend:end_checker", {"end_phrase": "Any other questions?"}, "Any other questions? Bye.", False),
     ("change_case:capital_word_frequency", {"capital_frequency": 2, "capital_relation": "at least"}, "I SAID no", True),
-    ("change_case:capital_word_frequency", {"capital_frequency": 2, "capital_relation": "less than"}, "NASA and U.S", False),
+    (
+        "change_case:capital_word_frequency",
+        {"capital_frequency": 2, "capital_relation": "less than"},
+        "NASA and U.S",
+        False,
+    ),
     ("change_case:english_capital", {}, ENGLISH.upper(), True),
     ("change_case:english_capital", {}, ENGLISH.upper() + " ok", False),
     ("change_case:english_capital", {}, HINDI + " OK", False),
@@ -136,11 +151,19 @@ def test_repeat_prompt_defaults_to_the_whole_prompt():
         ("length_constraints:number_sentences", "relation", "num_sentences", {}, lambda n: " ".join(["Go on."] * n)),
         ("keywords:frequency", "relation", "frequency", {"keyword": "cat"}, lambda n: "cat " * n + "dog"),
         ("keywords:letter_frequency", "let_relation", "let_frequency", {"letter": "q"}, lambda n: "Q" * n + " x"),
-        ("change_case:capital_word_frequency", "capital_relation", "capital_frequency", {}, lambda n: "OK " * n + "fine"),
+        (
+            "change_case:capital_word_frequency",
+            "capital_relation",
+            "capital_frequency",
+            {},
+            lambda n: "OK " * n + "fine",
+        ),
     ],
 )
 @pytest.mark.parametrize("count, less_than, at_least", [(2, True, False), (3, False, True), (4, False, True)])
-def test_relations_at_the_boundary(instruction_id, relation_name, bound_name, fixed, text_of, count, less_than, at_least):
+def test_relations_at_the_boundary(
+    instruction_id, relation_name, bound_name, fixed, text_of, count, less_than, at_least
+):
     kwargs = {**fixed, bound_name: 3}
     response = text_of(count)
     assert check_instruction(instruction_id, {**kwargs, relation_name: "less than"}, response, "p") is less_than
@@ -154,8 +177,12 @@ def test_relations_at_the_boundary(instruction_id, relation_name, bound_name, fi
         ("length_constraints:number_paragraphs", {"num_paragraphs": 3}, lambda n: "\n***\n".join(["p"] * n), {3}),
         ("detectable_format:number_highlighted_sections", {"num_highlights": 3}, lambda n: "*h* " * n, {3, 4}),
         ("detectable_content:number_placeholders", {"num_placeholders": 3}, lambda n: "[x] " * n, {3, 4}),
-        ("detectable_format:multiple_sections", {"section_spliter": "Day", "num_sections": 3},
-         lambda n: "".join(f"Day {i}\nrest\n" for i in range(n)), {3, 4}),
+        (
+            "detectable_format:multiple_sections",
+            {"section_spliter": "Day", "num_sections": 3},
+            lambda n: "".join(f"Day {i}\nrest\n" for i in range(n)),
+            {3, 4},
+        ),
     ],
 )
 def test_counts_exactly_or_at_least(instruction_id, kwargs, text_of, passes):
@@ -207,16 +234,27 @@ def test_prompt_level_needs_every_instruction():
 @pytest.mark.parametrize(
     "text, sentences",
     [
-        ("Mr. Smith met Dr. Jones at St. Paul's. They talked.", ["Mr. Smith met Dr. Jones at St. Paul's.", "They talked."]),
-        ("The U.S. economy grew, e.g. in tech, by 3.14 percent.", ["The U.S. economy grew, e.g. in tech, by 3.14 percent."]),
+        (
+            "Mr. Smith met Dr. Jones at St. Paul's. They talked.",
+            ["Mr. Smith met Dr. Jones at St. Paul's.", "They talked."],
+        ),
+        (
+            "The U.S. economy grew, e.g. in tech, by 3.14 percent.",
+            ["The U.S. economy grew, e.g. in tech, by 3.14 percent."],
+        ),
         ("I moved to the U.S. It was 5 p.m. and dark.", ["I moved to the U.S.", "It was 5 p.m. and dark."]),
         ("Wait... what? Really?! Yes!!", ["Wait... what?", "Really?!", "Yes!!"]),
         ("It was late… The end.", ["It was late…", "The end."]),
         ('"Stop!" he shouted. She said "Go home." He did.', ['"Stop!" he shouted.', 'She said "Go home."', "He did."]),
-        ("J. R. R. Tolkien wrote it (in 1937.) Fans, etc. love it. Smith et al. Agreed.",
-         ["J. R. R. Tolkien wrote it (in 1937.)", "Fans, etc. love it.", "Smith et al.", "Agreed."]),
+        (
+            "J. R. R. Tolkien wrote it (in 1937.) Fans, etc. love it. Smith et al. Agreed.",
+            ["J. R. R. Tolkien wrote it (in 1937.)", "Fans, etc. love it.", "Smith et al.", "Agreed."],
+        ),
         ("My answer is no. No. 5 wins.", ["My answer is no.", "No. 5 wins."]),
-        ("# Tips\n\n1. Sleep well\n2. Eat fruit\n- Walk. Run\n\n***", ["Tips", "Sleep well", "Eat fruit", "Walk.", "Run"]),
+        (
+            "# Tips\n\n1. Sleep well\n2. Eat fruit\n- Walk. Run\n\n***",
+            ["Tips", "Sleep well", "Eat fruit", "Walk.", "Run"],
+        ),
         ("*Intro.* Visit example.com today.", ["*Intro.*", "Visit example.com today."]),
         ("", []),
     ],
@@ -270,7 +308,9 @@ GOOD_RECORD = {
 def test_parse_item_drops_null_kwargs():
     item = parse_item(GOOD_RECORD)
     assert item == IFEvalItem(
-        7, "Write a title.", ("detectable_format:title", "length_constraints:number_words"),
+        7,
+        "Write a title.",
+        ("detectable_format:title", "length_constraints:number_words"),
         ({}, {"relation": "at least", "num_words": 5}),
     )
 
@@ -282,10 +322,19 @@ def test_parse_item_drops_null_kwargs():
         ({"instruction_id_list": []}, r"'instruction_id_list' must be a non-empty list"),
         ({"key": "7"}, r"'key' must be an integer"),
         ({"kwargs": [{}]}, r"2 instruction\(s\) but 1 kwargs object\(s\)"),
-        ({"instruction_id_list": ["detectable_format:titel", "punctuation:no_comma"]}, r"unknown IFEval instruction 'detectable_format:titel'"),
-        ({"kwargs": [{}, {"relation": "at most", "num_words": 5}]}, r"'relation' must be one of 'less than' or 'at least', got 'at most'"),
+        (
+            {"instruction_id_list": ["detectable_format:titel", "punctuation:no_comma"]},
+            r"unknown IFEval instruction 'detectable_format:titel'",
+        ),
+        (
+            {"kwargs": [{}, {"relation": "at most", "num_words": 5}]},
+            r"'relation' must be one of 'less than' or 'at least', got 'at most'",
+        ),
         ({"kwargs": [{}, {"relation": "at least"}]}, r"number_words: missing kwarg\(s\) num_words"),
-        ({"kwargs": [{"num_words": 3}, {"relation": "at least", "num_words": 5}]}, r"title: unexpected kwarg\(s\) num_words"),
+        (
+            {"kwargs": [{"num_words": 3}, {"relation": "at least", "num_words": 5}]},
+            r"title: unexpected kwarg\(s\) num_words",
+        ),
         ({"kwargs": [{}, {"relation": "at least", "num_words": "5"}]}, r"'num_words' must be a non-negative integer"),
     ],
 )

@@ -14,10 +14,10 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from blendin_local.interfaces.cli import main
 from blendin_local.errors import BlendinError
 from blendin_local.eval.report import load_rows, markdown_table
 from blendin_local.eval.runs import RunFolder, read_records, read_run
+from blendin_local.interfaces.cli import main
 
 CONFIG = {"dataset": "gsm8k", "settings": {"gamma": 0.4}}
 N_SAMPLES = 6
@@ -25,10 +25,26 @@ N_SAMPLES = 6
 
 def record(i: int) -> dict:
     """A record shaped like runner.sample_record's, with multi-byte text for cuts inside a character."""
-    return {"id": f"sample-{i}", "method": "base", "question": "Wie viel ist 2+2? 🙂", "output": f"Ça fait {i} — voilà",
-            "score": i % 2, "scoring": {}, "judge": None, "loglik": None, "stop_reason": "eos", "n_tokens": 3 + i,
-            "n_interventions": 0, "intervention_rate": 0.0, "alpha_mean": None, "alphas": [], "guide_ranks": [],
-            "base_top_p": [0.5], "tokens_per_s": 10.0, "seconds": 0.1}
+    return {
+        "id": f"sample-{i}",
+        "method": "base",
+        "question": "Wie viel ist 2+2? 🙂",
+        "output": f"Ça fait {i} — voilà",
+        "score": i % 2,
+        "scoring": {},
+        "judge": None,
+        "loglik": None,
+        "stop_reason": "eos",
+        "n_tokens": 3 + i,
+        "n_interventions": 0,
+        "intervention_rate": 0.0,
+        "alpha_mean": None,
+        "alphas": [],
+        "guide_ranks": [],
+        "base_top_p": [0.5],
+        "tokens_per_s": 10.0,
+        "seconds": 0.1,
+    }
 
 
 def resume_and_finish(path) -> RunFolder:
@@ -88,7 +104,7 @@ def test_a_failed_write_leaves_no_torn_line(tmp_path, monkeypatch):
     real_write = os.write
 
     def disk_full_midway(fd, data):
-        real_write(fd, bytes(data[:len(data) // 2]))
+        real_write(fd, bytes(data[: len(data) // 2]))
         raise OSError(errno.ENOSPC, "No space left on device")
 
     monkeypatch.setattr(os, "write", disk_full_midway)
@@ -100,10 +116,16 @@ def test_a_failed_write_leaves_no_torn_line(tmp_path, monkeypatch):
     assert [r["id"] for r in read_records(tmp_path / "base.jsonl")] == ["sample-0", "sample-1"]
 
 
-@pytest.mark.parametrize("bad_line, needle", [
-    (b'{"id": "x", "sco', "line 2: not a JSON record"), (b"[1, 2]", "line 2: not a JSON record with an id"),
-    (b'{"id": 7}', "line 2"), (b"[" * 100_000 + b"]" * 100_000, "line 2"), (b"\xff\xfe", "line 2"),
-])
+@pytest.mark.parametrize(
+    "bad_line, needle",
+    [
+        (b'{"id": "x", "sco', "line 2: not a JSON record"),
+        (b"[1, 2]", "line 2: not a JSON record with an id"),
+        (b'{"id": 7}', "line 2"),
+        (b"[" * 100_000 + b"]" * 100_000, "line 2"),
+        (b"\xff\xfe", "line 2"),
+    ],
+)
 def test_a_bad_line_before_the_last_is_an_error_naming_it(tmp_path, bad_line, needle):
     folder = RunFolder.open(tmp_path, CONFIG, resume=False)
     folder.append("base", record(0))

@@ -10,11 +10,11 @@ import time
 
 import llama_cpp.llama_cpp as llama
 import pytest
+from conftest import restore_sigint
 
-from blendin_local.interfaces.chat import BufferOutput, ChatSession
 from blendin_local.engine.generation import GenerationSettings
 from blendin_local.engine.prompts import prompt_tokens
-from conftest import restore_sigint
+from blendin_local.interfaces.chat import BufferOutput, ChatSession
 
 pytestmark = pytest.mark.models
 
@@ -72,11 +72,15 @@ def test_a_second_turn_evaluates_only_its_new_tokens(default_pair, monkeypatch):
     result = session.turns[-1].result
 
     conversation = session._conversation()[:-1]  # the turn-2 prompt: the whole history and the new question
-    history = {"base": len(prompt_tokens(default_pair.base, conversation, "plain")),
-               "guide": len(prompt_tokens(default_pair.guide, conversation, "chat"))}
-    print(f"\nturn 2: prompt of {history} tokens (turn 1's: {turn_1_prompt} for the base);"
-          f" evaluated before the first answer token {prompt_part},"
-          f" over the whole turn {turn} ({result.n_tokens} answer tokens)")
+    history = {
+        "base": len(prompt_tokens(default_pair.base, conversation, "plain")),
+        "guide": len(prompt_tokens(default_pair.guide, conversation, "chat")),
+    }
+    print(
+        f"\nturn 2: prompt of {history} tokens (turn 1's: {turn_1_prompt} for the base);"
+        f" evaluated before the first answer token {prompt_part},"
+        f" over the whole turn {turn} ({result.n_tokens} answer tokens)"
+    )
     # Without the KV cache the base would evaluate its whole prompt again before answering; with
     # it, at most turn 1's answer and the new question: turn 1's prompt is never evaluated again.
     # (Usually just the new question: turn 1's answer is cached too, unless the blend wrote it in
@@ -100,9 +104,13 @@ def test_turns_stream_and_report_stats(default_pair):
     # Streamed: many answer pieces per turn, not one block; with /trace on, each piece has its source.
     answers = [p for p in out.parts if p[0] == "answer" and p[1].strip()]
     assert len(answers) > 4
-    traced = [source for kind, text, source in out.parts[out.parts.index(("info", "trace on: base plain, blend yellow,"
-                                                                            " guide green", None)):]
-              if kind == "answer" and text.strip()]
+    traced = [
+        source
+        for kind, text, source in out.parts[
+            out.parts.index(("info", "trace on: base plain, blend yellow, guide green", None)) :
+        ]
+        if kind == "answer" and text.strip()
+    ]
     assert traced and set(traced) <= {"base", "blend", "guide"}
     assert session.closed
 
@@ -110,8 +118,20 @@ def test_turns_stream_and_report_stats(default_pair):
 def test_commands_change_settings_and_report_errors(default_pair, tmp_path):
     out = BufferOutput()
     session = ChatSession(default_pair, GenerationSettings(max_tokens=8), out)
-    lines = ["/method nudging", "/gamma 0.7", "/alpha 0.3", "/gamma 2", "/gamma high", "/alpha auto",
-             "/method proxy", "/method magic", "/trace sideways", "/bogus", "/help", "/settings"]
+    lines = [
+        "/method nudging",
+        "/gamma 0.7",
+        "/alpha 0.3",
+        "/gamma 2",
+        "/gamma high",
+        "/alpha auto",
+        "/method proxy",
+        "/method magic",
+        "/trace sideways",
+        "/bogus",
+        "/help",
+        "/settings",
+    ]
     for line in lines:
         assert session.handle(line)
     infos = out.infos()
@@ -194,9 +214,24 @@ def read_at_least(stream, n: int, timeout: float) -> bytes:
 
 def test_chat_command_reads_lines_and_ctrl_c_stops_only_the_answer():
     proc = subprocess.Popen(
-        [sys.executable, "-m", "blendin_local", "chat", "--method", "base", "-n", "400", "--no-stop-new-turn",
-         "-c", "1024"],
-        stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, preexec_fn=restore_sigint)
+        [
+            sys.executable,
+            "-m",
+            "blendin_local",
+            "chat",
+            "--method",
+            "base",
+            "-n",
+            "400",
+            "--no-stop-new-turn",
+            "-c",
+            "1024",
+        ],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        preexec_fn=restore_sigint,
+    )
     try:
         proc.stdin.write(b"Count from 1 to 300.\n/method guide\nSay hello.\n/exit\n")
         proc.stdin.flush()
@@ -220,8 +255,12 @@ def test_chat_command_survives_a_line_that_is_not_utf8(tmp_path):
     """Issue 12, defect 6: `printf 'Hi \\xff there\\n/exit\\n' | blendin chat` ended with a traceback."""
     transcript = tmp_path / "chat.json"
     lines = b"Hi \xff there\n/gamma nan\n/save /proc/no/such.json\nSay hi.\n/save " + bytes(transcript) + b"\n/exit\n"
-    proc = subprocess.run([sys.executable, "-m", "blendin_local", "chat", "-n", "8", "-t", "1", "-c", "512"],
-                          input=lines, capture_output=True, timeout=300)
+    proc = subprocess.run(
+        [sys.executable, "-m", "blendin_local", "chat", "-n", "8", "-t", "1", "-c", "512"],
+        input=lines,
+        capture_output=True,
+        timeout=300,
+    )
     err = proc.stderr.decode("utf-8", "replace")
     assert proc.returncode == 0 and "Traceback" not in err, err
     assert "that line is not valid UTF-8 (byte 0xff at character 3): ignored" in err

@@ -9,18 +9,19 @@ import time
 from pathlib import Path
 
 import pytest
+from conftest import restore_sigint
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from blendin_local.backends.registry import load_registry, locate
-from conftest import restore_sigint
 
 GUIDE_FILE = locate(load_registry().models["smollm2-135m-instruct"])
 
 
 def blendin(*args, stdin: bytes | None = None, timeout: float = 300) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "blendin_local", *args], input=stdin, capture_output=True,
-                          timeout=timeout)
+    return subprocess.run(
+        [sys.executable, "-m", "blendin_local", *args], input=stdin, capture_output=True, timeout=timeout
+    )
 
 
 def assert_one_line_error(proc: subprocess.CompletedProcess, *needles: str, code: int = 1) -> str:
@@ -34,6 +35,7 @@ def assert_one_line_error(proc: subprocess.CompletedProcess, *needles: str, code
     return lines[0]
 
 
+@pytest.mark.models
 def test_generate_streams_text_and_reports_stats():
     proc = blendin("generate", "What is the capital of France?", "-n", "24")
     assert proc.returncode == 0, proc.stderr.decode()
@@ -41,35 +43,78 @@ def test_generate_streams_text_and_reports_stats():
     assert "[blendin]" in proc.stderr.decode() and "tokens/s" in proc.stderr.decode()
 
 
+@pytest.mark.models
 def test_json_output_schema():
     proc = blendin("generate", "-p", "Say hello.", "-n", "16", "--json", "--method", "nudging", "--gamma", "0.5")
     assert proc.returncode == 0, proc.stderr.decode()
     data = json.loads(proc.stdout)
-    for key in ("text", "method", "base", "guide", "n_tokens", "n_interventions", "intervention_rate",
-                "alpha_mean", "stop_reason", "elapsed_s", "tokens_per_s", "trace"):
+    for key in (
+        "text",
+        "method",
+        "base",
+        "guide",
+        "n_tokens",
+        "n_interventions",
+        "intervention_rate",
+        "alpha_mean",
+        "stop_reason",
+        "elapsed_s",
+        "tokens_per_s",
+        "trace",
+    ):
         assert key in data
     assert data["method"] == "nudging" and data["n_tokens"] == len(data["trace"])
     assert {"piece", "source", "base_top_p", "alpha"} <= set(data["trace"][0])
     assert {e["source"] for e in data["trace"]} <= {"base", "blend", "guide"}
 
 
+@pytest.mark.models
 def test_prompt_from_stdin_and_sampling_options():
-    proc = blendin("generate", "--method", "blendin", "--alpha", "0.6", "--gamma", "0.3", "--temp", "0.7",
-                   "--seed", "1", "-n", "16", "--top-k", "40", "--top-p", "0.9", "--min-p", "0.05", "--no-stream",
-                   stdin="Name a colour.".encode())
-    assert proc.returncode == 0, proc.stderr.decode()
-    assert proc.stdout.strip()
+    options = [
+        "--method",
+        "blendin",
+        "--alpha",
+        "0.6",
+        "--gamma",
+        "0.3",
+        "--temp",
+        "0.7",
+        "--seed",
+        "1",
+        "-n",
+        "16",
+        "--top-k",
+        "40",
+        "--top-p",
+        "0.9",
+        "--min-p",
+        "0.05",
+    ]
+    from_stdin = blendin("generate", *options, "--no-stream", stdin=b"Name a colour.")
+    from_argument = blendin("generate", "Name a colour.", *options, "--json")
+    assert from_stdin.returncode == 0, from_stdin.stderr.decode()
+    assert from_argument.returncode == 0, from_argument.stderr.decode()
+    data = json.loads(from_argument.stdout)
+    # One seeded sample: the prompt read from stdin is the prompt given as an argument.
+    assert data["text"].strip() and from_stdin.stdout.decode().strip() == data["text"].strip()
+    assert data["method"] == "blendin" and data["seed"] == 1 and 0 < data["n_tokens"] <= 16
+    for entry in data["trace"]:  # gamma 0.3 decides where the guide joins, at alpha 0.6
+        assert (entry["source"] == "blend") == (entry["base_top_p"] < 0.3)
+        assert entry["alpha"] == (0.6 if entry["source"] == "blend" else None)
 
 
+@pytest.mark.models
 def test_trace_table_on_stderr():
     proc = blendin("generate", "Hi", "-n", "8", "--trace")
     assert proc.returncode == 0
     assert "base top-1" in proc.stderr.decode()
 
 
+@pytest.mark.models
 def test_stop_string_cuts_the_text():
-    proc = blendin("generate", "Count from one to ten in words.", "-n", "64", "--method", "guide", "--stop", "five",
-                   "--json")
+    proc = blendin(
+        "generate", "Count from one to ten in words.", "-n", "64", "--method", "guide", "--stop", "five", "--json"
+    )
     data = json.loads(proc.stdout)
     assert "five" not in data["text"] and data["stop_reason"] in ("stop", "eos")
 
@@ -93,12 +138,14 @@ def test_missing_file():
     assert_one_line_error(blendin("generate", "hi", "--base", "/no/such/model.gguf"), "no such file")
 
 
+@pytest.mark.models
 def test_not_a_gguf_file(tmp_path):
     fake = tmp_path / "notes.gguf"
     fake.write_text("hello, I am a text file\n")
     assert_one_line_error(blendin("generate", "hi", "--guide", str(fake)), "not a GGUF file")
 
 
+@pytest.mark.models
 def test_truncated_gguf(tmp_path):
     cut = tmp_path / "cut.gguf"
     cut.write_bytes(GUIDE_FILE.read_bytes()[:3_000_000])
@@ -109,11 +156,19 @@ def test_unknown_model_name():
     assert_one_line_error(blendin("generate", "hi", "--base", "llama-9000"), "unknown model 'llama-9000'")
 
 
-@pytest.mark.parametrize("args, needle", [
-    (["--gamma", "1.5"], "gamma"), (["--gamma", "-0.1"], "gamma"), (["--alpha", "1.2"], "alpha"),
-    (["--alpha", "lots"], "auto"), (["-n", "0"], "max_tokens"), (["--temp", "-1"], "temperature"),
-    (["--top-p", "0"], "top_p"), (["--base-prompt", "{nope}"], "{prompt}"),
-])
+@pytest.mark.parametrize(
+    "args, needle",
+    [
+        (["--gamma", "1.5"], "gamma"),
+        (["--gamma", "-0.1"], "gamma"),
+        (["--alpha", "1.2"], "alpha"),
+        (["--alpha", "lots"], "auto"),
+        (["-n", "0"], "--max-tokens"),
+        (["--temp", "-1"], "--temp"),
+        (["--top-p", "0"], "--top-p"),
+        (["--base-prompt", "{nope}"], "{prompt}"),
+    ],
+)
 def test_out_of_range_parameters(args, needle):
     proc = blendin("generate", "hi", *args)
     line = assert_one_line_error(proc, needle, code=proc.returncode)
@@ -129,8 +184,11 @@ def test_empty_prompt():
     assert_one_line_error(blendin("generate", stdin=b""), "empty")
 
 
+@pytest.mark.models
 def test_prompt_longer_than_the_context():
-    line = assert_one_line_error(blendin("generate", "word " * 300, "-c", "64"), "context holds 256")  # llama.cpp rounds up to 256
+    line = assert_one_line_error(
+        blendin("generate", "word " * 300, "-c", "64"), "context holds 256"
+    )  # llama.cpp rounds up to 256
     assert "tokens for" in line
 
 
@@ -138,11 +196,26 @@ def test_invalid_utf8_on_stdin():
     assert_one_line_error(blendin("generate", stdin=b"caf\xe9 au lait"), "not valid UTF-8", "0xe9")
 
 
+@pytest.mark.models
 def test_ctrl_c_keeps_what_was_generated():
-    proc = subprocess.Popen([sys.executable, "-m", "blendin_local", "generate", "Write a long story about a dragon.",
-                             "-n", "2000", "--method", "guide", "--no-stop-new-turn"],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, env={**os.environ, "PYTHONUNBUFFERED": "1"},
-                            preexec_fn=restore_sigint)
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "blendin_local",
+            "generate",
+            "Write a long story about a dragon.",
+            "-n",
+            "2000",
+            "--method",
+            "guide",
+            "--no-stop-new-turn",
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        env={**os.environ, "PYTHONUNBUFFERED": "1"},
+        preexec_fn=restore_sigint,
+    )
     first = proc.stdout.read(40)  # wait until text is streaming
     time.sleep(0.5)
     proc.send_signal(signal.SIGINT)
@@ -156,8 +229,8 @@ def test_remote_options_fill_remote_settings_with_its_own_defaults():
     import click
     from click.testing import CliRunner
 
-    from blendin_local.interfaces.cli import remote_options, remote_settings
     from blendin_local.backends.remote import RemoteSettings
+    from blendin_local.interfaces.cli.options import remote_options, remote_settings
 
     @click.command()
     def show():
@@ -167,26 +240,35 @@ def test_remote_options_fill_remote_settings_with_its_own_defaults():
         show = option(show)
     runner = CliRunner()
     assert runner.invoke(show, []).output.strip() == repr(RemoteSettings())
-    given = runner.invoke(show, ["--base-url", "http://h/v1", "--logprobs", "5", "--remote-timeout", "3", "--remote-retries", "0"])
+    given = runner.invoke(
+        show, ["--base-url", "http://h/v1", "--logprobs", "5", "--remote-timeout", "3", "--remote-retries", "0"]
+    )
     assert given.output.strip() == repr(RemoteSettings(base_url="http://h/v1", top_k=5, timeout=3.0, retries=0))
 
 
 # -- hostile arguments (issue 12): one line, never a traceback --------------------------------
 
+
 def test_arguments_that_are_not_utf8_are_one_line_naming_the_option():
     # bytes arguments reach Python through surrogateescape, as from a shell's $'\xff'
-    assert_one_line_error(blendin("generate", b"Hi \xff"), "'[PROMPT]'", "not valid UTF-8 (byte 0xff at character 3)",
-                          code=2)
+    assert_one_line_error(
+        blendin("generate", b"Hi \xff"), "'[PROMPT]'", "not valid UTF-8 (byte 0xff at character 3)", code=2
+    )
     assert_one_line_error(blendin("generate", "-s", b"\xff", "Hi"), "'--system'", "byte 0xff", code=2)
     assert_one_line_error(blendin("generate", "--stop", b"a\xfe", "Hi"), "'--stop'", "byte 0xfe", code=2)
 
 
-@pytest.mark.parametrize("option, fmt, needle", [
-    ("--base-prompt", "{prompt", "opens no placeholder"), ("--guide-prompt", "}{prompt}", "closes no placeholder"),
-    ("--base-prompt", "{prompt}}x}", "closes no placeholder"),
-    ("--base-prompt", "{prompt:{prompt.__class__.__mro__}}", "opens no placeholder"),
-    ("--guide-prompt", "{prompt:>10000000}", "format spec"), ("--base-prompt", "{prompt!x}", "conversion"),
-])
+@pytest.mark.parametrize(
+    "option, fmt, needle",
+    [
+        ("--base-prompt", "{prompt", "opens no placeholder"),
+        ("--guide-prompt", "}{prompt}", "closes no placeholder"),
+        ("--base-prompt", "{prompt}}x}", "closes no placeholder"),
+        ("--base-prompt", "{prompt:{prompt.__class__.__mro__}}", "opens no placeholder"),
+        ("--guide-prompt", "{prompt:>10000000}", "format spec"),
+        ("--base-prompt", "{prompt!x}", "conversion"),
+    ],
+)
 def test_prompt_formats_are_parsed_as_the_option_is_read(option, fmt, needle):
     line = assert_one_line_error(blendin("generate", "Hi", option, fmt), f"'{option}'", needle, code=2)
     assert "class" not in line.replace("__class__", "")
@@ -196,7 +278,8 @@ def text_parameters():
     """(command path, command, parameter) for every text parameter of every command, after main()'s check."""
     import click
 
-    from blendin_local.interfaces.cli import Utf8Text, cli, read_text_as_utf8
+    from blendin_local.interfaces.cli import cli
+    from blendin_local.interfaces.cli.options import Utf8Text, read_text_as_utf8
 
     read_text_as_utf8(cli)
     found = []
@@ -221,10 +304,13 @@ def test_every_command_has_its_text_checked():
     assert {"generate", "chat", "serve", "eval", "models"} <= commands, commands
 
 
-@settings(max_examples=200, deadline=None, database=None,
-          suppress_health_check=[HealthCheck.function_scoped_fixture])
-@given(where=st.sampled_from(TEXT_PARAMETERS), before=st.text(max_size=8), after=st.text(max_size=8),
-       byte=st.integers(0x80, 0xFF))
+@settings(max_examples=200, deadline=None, database=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(
+    where=st.sampled_from(TEXT_PARAMETERS),
+    before=st.text(max_size=8),
+    after=st.text(max_size=8),
+    byte=st.integers(0x80, 0xFF),
+)
 def test_a_text_parameter_that_is_not_utf8_is_one_line_and_exit_2(where, before, after, byte, capsys):
     from blendin_local.interfaces.cli import main
 

@@ -9,11 +9,9 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from blendin_local import pair
-
-from blendin_local.interfaces import cli
-
 from blendin_local.backends import llama as llama_backend
 from blendin_local.backends.registry import MODELS_DIR_ENV
+from blendin_local.interfaces import cli
 
 
 class ModelLoadBegan(Exception):
@@ -28,7 +26,7 @@ def no_model_loads(monkeypatch, tmp_path):
     def load(*args, **kwargs):
         raise ModelLoadBegan
 
-    monkeypatch.setattr(pair.BlendPair, "load", load)
+    monkeypatch.setattr(pair, "load_pair", load)  # the one loader of every command and the API
     monkeypatch.setattr(llama_backend.LlamaModel, "__init__", load)
     yield
     assert not models.exists() or not any(models.iterdir())
@@ -42,30 +40,50 @@ def run(capsys, *args: str) -> tuple[int, list[str]]:
 
 
 # (option, the settings field a message may name instead, a negative value that is wrong)
-GENERATION = [("--temp", "temperature", "-1"), ("--top-p", "top_p", "-1"), ("--top-k", "top_k", "-1"),
-              ("--min-p", "min_p", "-1"), ("--gamma", "gamma", "-1"), ("--alpha", "alpha", "-1"),
-              ("--max-tokens", "max_tokens", "-1"), ("--seed", "seed", "-1"),
-              ("--nudging-chunk", "nudging_chunk", "-1")]
-LOADING = [("--ctx-size", "ctx_size", "-1"), ("--threads", "threads", "-1"), ("--gpu-layers", "gpu_layers", "-2"),
-           ("--logprobs", "remote_top_k", "-1"), ("--remote-timeout", "timeout", "-1"),
-           ("--remote-retries", "retries", "-1")]
+GENERATION = [
+    ("--temp", "temperature", "-1"),
+    ("--top-p", "top_p", "-1"),
+    ("--top-k", "top_k", "-1"),
+    ("--min-p", "min_p", "-1"),
+    ("--gamma", "gamma", "-1"),
+    ("--alpha", "alpha", "-1"),
+    ("--max-tokens", "max_tokens", "-1"),
+    ("--seed", "seed", "-1"),
+    ("--nudging-chunk", "nudging_chunk", "-1"),
+]
+LOADING = [
+    ("--ctx-size", "ctx_size", "-1"),
+    ("--threads", "threads", "-1"),
+    ("--gpu-layers", "gpu_layers", "-2"),
+    ("--logprobs", "remote_top_k", "-1"),
+    ("--remote-timeout", "timeout", "-1"),
+    ("--remote-retries", "retries", "-1"),
+]
 NOT_NUMBERS = ["nan", "inf", "-inf", "1e308", str(10**30), "", "1e400", "12abc"]
 COMMANDS = {
     "generate": (["generate", "hi"], GENERATION + LOADING),
     "chat": (["chat"], GENERATION + LOADING),
     "serve": (["serve", "--port", "1"], GENERATION + LOADING + [("--port", "port", "-1")]),
-    "eval": (["eval", "--dataset", "gsm8k", "--out", "unused-run"],
-             [o for o in GENERATION if o[0] in ("--temp", "--gamma", "--alpha", "--max-tokens", "--seed",
-                                                "--nudging-chunk")]
-             + [("--jobs", "jobs", "-1"), ("--limit", "limit", "-1")] + LOADING),
-    "diagnose": (["diagnose"], [("--limit", "limit", "-1"), ("--max-tokens", "max_tokens", "-1"),
-                                ("--gamma", "gamma", "-1")] + LOADING),
+    "eval": (
+        ["eval", "--dataset", "gsm8k", "--out", "unused-run"],
+        [o for o in GENERATION if o[0] in ("--temp", "--gamma", "--alpha", "--max-tokens", "--seed", "--nudging-chunk")]
+        + [("--jobs", "jobs", "-1"), ("--limit", "limit", "-1")]
+        + LOADING,
+    ),
+    "diagnose": (
+        ["diagnose"],
+        [("--limit", "limit", "-1"), ("--max-tokens", "max_tokens", "-1"), ("--gamma", "gamma", "-1")] + LOADING,
+    ),
 }
 # Values that are numbers a command takes: the huge limit means every item, any integer seeds.
 ACCEPTED = {("--limit", str(10**30))}
-CASES = [pytest.param(command, option, field, value, id=f"{command} {option} {value!r}")
-         for command, (_, options) in COMMANDS.items() for option, field, negative in options
-         for value in [*NOT_NUMBERS, negative] if (option, value) not in ACCEPTED]
+CASES = [
+    pytest.param(command, option, field, value, id=f"{command} {option} {value!r}")
+    for command, (_, options) in COMMANDS.items()
+    for option, field, negative in options
+    for value in [*NOT_NUMBERS, negative]
+    if (option, value) not in ACCEPTED
+]
 
 
 @pytest.mark.parametrize("command, option, field, value", CASES)
@@ -83,16 +101,24 @@ def test_a_good_number_gets_as_far_as_loading(capsys):
 
 # Every text for the options that take a float in a range: refused in one line, or a finite
 # number in the documented range that gets as far as loading.
-RANGES = {"--temp": (0.0, 100.0, True), "--top-p": (0.0, 1.0, False), "--min-p": (0.0, 1.0, True),
-          "--gamma": (0.0, 1.01, True), "--alpha": (0.0, 1.0, True)}
-texts = st.one_of(st.floats().map(repr), st.floats(-2, 2).map(str), st.text(max_size=12),
-                  st.sampled_from(["nan", "-nan", "NaN", "inf", "+inf", "Infinity", "-0", " 0.5 ", "1_0", "0x1p-2"]))
+RANGES = {
+    "--temp": (0.0, 100.0, True),
+    "--top-p": (0.0, 1.0, False),
+    "--min-p": (0.0, 1.0, True),
+    "--gamma": (0.0, 1.01, True),
+    "--alpha": (0.0, 1.0, True),
+}
+texts = st.one_of(
+    st.floats().map(repr),
+    st.floats(-2, 2).map(str),
+    st.text(max_size=12),
+    st.sampled_from(["nan", "-nan", "NaN", "inf", "+inf", "Infinity", "-0", " 0.5 ", "1_0", "0x1p-2"]),
+)
 
 
 # The fixtures are the same for every example (the loaders replaced, the models folder empty)
 # and capsys is read after each run.
-@settings(max_examples=300, deadline=None, database=None,
-          suppress_health_check=[HealthCheck.function_scoped_fixture])
+@settings(max_examples=300, deadline=None, database=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(st.sampled_from(sorted(RANGES)), texts)
 def test_float_options_take_only_finite_numbers_in_range(capsys, option, value):
     low, high, low_included = RANGES[option]

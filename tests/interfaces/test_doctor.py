@@ -5,16 +5,20 @@ import os
 import subprocess
 import sys
 
-import pytest
-
 import llama_cpp
+import pytest
 
 from blendin_local.backends.llama import default_threads
 
 
 def doctor(*args, env=None):
-    return subprocess.run([sys.executable, "-m", "blendin_local", "doctor", *args], capture_output=True, text=True,
-                          env={**os.environ, **(env or {})}, timeout=600)
+    return subprocess.run(
+        [sys.executable, "-m", "blendin_local", "doctor", *args],
+        capture_output=True,
+        text=True,
+        env={**os.environ, **(env or {})},
+        timeout=600,
+    )
 
 
 @pytest.mark.models

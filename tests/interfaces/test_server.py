@@ -19,7 +19,6 @@ from pathlib import Path
 import httpx
 import openai
 import pytest
-
 from conftest import restore_sigint
 
 pytestmark = pytest.mark.models
@@ -29,8 +28,11 @@ QUEUE_SIZE = 4
 QUESTION = "What is the capital of France?"
 CORS_ORIGIN = "http://localhost:3000"
 # The base continuing a count, with no stop at new turns: hundreds of tokens if left alone.
-LONG = dict(prompt="1, 2, 3, 4, 5, 6,", max_tokens=900,
-            extra_body={"method": "base", "base_prompt": "raw", "stop_at_new_turn": False})
+LONG = dict(
+    prompt="1, 2, 3, 4, 5, 6,",
+    max_tokens=900,
+    extra_body={"method": "base", "base_prompt": "raw", "stop_at_new_turn": False},
+)
 
 
 def free_port() -> int:
@@ -46,10 +48,29 @@ class Server:
         self.log = tmp / "server.log"
         self._log_file = open(self.log, "wb")
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "blendin_local", "serve", "--host", HOST, "--port", str(self.port),
-             "-c", "1024", "--queue-size", str(QUEUE_SIZE), "--log-level", "warning", "--cors-origin", CORS_ORIGIN,
-             *args],
-            stdout=self._log_file, stderr=subprocess.STDOUT, preexec_fn=restore_sigint)
+            [
+                sys.executable,
+                "-m",
+                "blendin_local",
+                "serve",
+                "--host",
+                HOST,
+                "--port",
+                str(self.port),
+                "-c",
+                "1024",
+                "--queue-size",
+                str(QUEUE_SIZE),
+                "--log-level",
+                "warning",
+                "--cors-origin",
+                CORS_ORIGIN,
+                *args,
+            ],
+            stdout=self._log_file,
+            stderr=subprocess.STDOUT,
+            preexec_fn=restore_sigint,
+        )
 
     def wait_ready(self, timeout: float = 120) -> None:
         deadline = time.monotonic() + timeout
@@ -132,12 +153,16 @@ def test_chat_completion_with_usage_and_blending_stats(client, model_id):
 
 
 def test_a_multi_turn_chat(client, model_id):
-    r = client.chat.completions.create(model="default", max_tokens=24, messages=[
-        {"role": "system", "content": "You are a helpful assistant."},
-        {"role": "user", "content": QUESTION},
-        {"role": "assistant", "content": "Paris."},
-        {"role": "user", "content": [{"type": "text", "text": "And of Italy?"}]},
-    ])
+    r = client.chat.completions.create(
+        model="default",
+        max_tokens=24,
+        messages=[
+            {"role": "system", "content": "You are a helpful assistant."},
+            {"role": "user", "content": QUESTION},
+            {"role": "assistant", "content": "Paris."},
+            {"role": "user", "content": [{"type": "text", "text": "And of Italy?"}]},
+        ],
+    )
     assert r.choices[0].message.content.strip()
 
 
@@ -171,14 +196,25 @@ def test_stop_strings(client, model_id):
     assert "Paris" in whole
     for stop in ("Paris", ["xyz", "Paris"]):
         r = chat(client, model_id, stop=stop)
-        assert r.choices[0].message.content == whole[:whole.index("Paris")]
+        assert r.choices[0].message.content == whole[: whole.index("Paris")]
         assert r.choices[0].finish_reason == "stop" and r.model_extra["blendin"]["stop_reason"] == "stop"
 
 
 def test_seeds_make_sampling_reproducible(client, model_id):
     def sample(seed):
-        return chat(client, model_id, "Write a poem about the sea.", temperature=1.5, seed=seed, max_tokens=16,
-                    extra_body={"method": "base"}).choices[0].message.content
+        return (
+            chat(
+                client,
+                model_id,
+                "Write a poem about the sea.",
+                temperature=1.5,
+                seed=seed,
+                max_tokens=16,
+                extra_body={"method": "base"},
+            )
+            .choices[0]
+            .message.content
+        )
 
     first = sample(7)
     assert sample(7) == first
@@ -254,8 +290,9 @@ def read_sse(response: http.client.HTTPResponse, limit: int = 2000) -> list[str]
 def test_raw_http_client_reads_the_sse_stream(server):
     conn = http.client.HTTPConnection(HOST, server.port, timeout=120)
     try:
-        body = json.dumps({"model": "default", "messages": [{"role": "user", "content": QUESTION}],
-                           "max_tokens": 24, "stream": True})
+        body = json.dumps(
+            {"model": "default", "messages": [{"role": "user", "content": QUESTION}], "max_tokens": 24, "stream": True}
+        )
         conn.request("POST", "/v1/chat/completions", body=body, headers={"Content-Type": "application/json"})
         response = conn.getresponse()
         assert response.status == 200
@@ -307,8 +344,7 @@ def test_twenty_concurrent_requests_are_answered_or_cleanly_refused(server, clie
     def one(i):
         barrier.wait()
         try:
-            r = chat(client, model_id, f"Name a fruit, number {i}.", max_tokens=12,
-                     extra_body={"method": "base"})
+            r = chat(client, model_id, f"Name a fruit, number {i}.", max_tokens=12, extra_body={"method": "base"})
             outcomes[i] = ("ok", r.choices[0].message.content)
         except openai.APIStatusError as e:
             outcomes[i] = (e.status_code, e.message, e.response.headers.get("retry-after"))
@@ -344,9 +380,15 @@ def test_a_client_that_gives_up_on_a_whole_answer_stops_its_generation(server, c
 
 
 def test_browsers_may_call_from_the_allowed_origin_only(server):
-    preflight = httpx.options(f"{server.url}/v1/chat/completions", timeout=10, headers={
-        "Origin": CORS_ORIGIN, "Access-Control-Request-Method": "POST",
-        "Access-Control-Request-Headers": "content-type, authorization"})
+    preflight = httpx.options(
+        f"{server.url}/v1/chat/completions",
+        timeout=10,
+        headers={
+            "Origin": CORS_ORIGIN,
+            "Access-Control-Request-Method": "POST",
+            "Access-Control-Request-Headers": "content-type, authorization",
+        },
+    )
     assert preflight.status_code == 200
     assert preflight.headers["access-control-allow-origin"] == CORS_ORIGIN
     other = httpx.get(f"{server.url}/v1/models", timeout=10, headers={"Origin": "http://elsewhere.example"})
@@ -354,8 +396,9 @@ def test_browsers_may_call_from_the_allowed_origin_only(server):
 
 
 def test_a_port_in_use_is_one_error_line(server):
-    proc = subprocess.run([sys.executable, "-m", "blendin_local", "serve", "--port", str(server.port)],
-                          capture_output=True, timeout=120)
+    proc = subprocess.run(
+        [sys.executable, "-m", "blendin_local", "serve", "--port", str(server.port)], capture_output=True, timeout=120
+    )
     err = proc.stderr.decode().strip()
     assert proc.returncode == 1 and len(err.splitlines()) == 1, err
     assert f"cannot listen on 127.0.0.1:{server.port}" in err

@@ -14,16 +14,22 @@ import time
 import pytest
 from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
+from scripted_model import EOS, ScriptedModel
 from starlette.testclient import TestClient
 
-from blendin_local.engine.bridge import Vocabulary, VocabBridge
-from blendin_local.interfaces.cli import main
-from blendin_local.interfaces.cli.serve import MAX_REQUEST_BYTES, MAX_TOKENS_LIMIT, REQUEST_TIMEOUT_S, implied_hosts
+from blendin_local.engine.bridge import VocabBridge, Vocabulary
 from blendin_local.engine.generation import GenerationSettings
 from blendin_local.engine.methods import METHODS
-from blendin_local.interfaces.server.app import (DEFAULT_MAX_REQUEST_BYTES, DEFAULT_MAX_TOKENS_LIMIT, DEFAULT_REQUEST_TIMEOUT_S,
-                                  LOOPBACK_HOSTS, create_app, host_name)
-from scripted_model import EOS, ScriptedModel
+from blendin_local.interfaces.cli import main
+from blendin_local.interfaces.cli.serve import MAX_REQUEST_BYTES, MAX_TOKENS_LIMIT, REQUEST_TIMEOUT_S, implied_hosts
+from blendin_local.interfaces.server.app import (
+    DEFAULT_MAX_REQUEST_BYTES,
+    DEFAULT_MAX_TOKENS_LIMIT,
+    DEFAULT_REQUEST_TIMEOUT_S,
+    LOOPBACK_HOSTS,
+    create_app,
+    host_name,
+)
 
 PIECES = [EOS, b"Q", b" word", b"word", b" ", b".", b"\n", b"a", b"b", b"Question:", b"{", b"}", b"\x00"]
 LIMIT = 24  # --max-tokens-limit of the app under test
@@ -34,9 +40,22 @@ URL = "http://127.0.0.1"
 JSON = {"content-type": "application/json"}
 # Were an option's check missing, the command would stop here, before any model loads.
 UNSERVABLE = ["--host", "256.256.256.256"]
-ISSUE_FORMATS = ["{prompt:{prompt.__class__.__mro__}}", "{prompt:{system.__class__.__base__.__subclasses__}}",
-                 "{prompt:{prompt.__class__}}", "{prompt!x}", "{prompt:d}", "{prompt:>10000000}", "{prompt",
-                 "{prompt}}x}", "}{prompt}", "}{", "{0}", "{}", "{prompt[0]}", "{prompt.upper}"]
+ISSUE_FORMATS = [
+    "{prompt:{prompt.__class__.__mro__}}",
+    "{prompt:{system.__class__.__base__.__subclasses__}}",
+    "{prompt:{prompt.__class__}}",
+    "{prompt!x}",
+    "{prompt:d}",
+    "{prompt:>10000000}",
+    "{prompt",
+    "{prompt}}x}",
+    "}{prompt}",
+    "}{",
+    "{0}",
+    "{}",
+    "{prompt[0]}",
+    "{prompt.upper}",
+]
 
 
 def writes_words(seen):
@@ -47,8 +66,9 @@ class Pair:
     def __init__(self, base, guide):
         self.base, self.guide, self.anti = base, guide, None
         vocab = lambda m: Vocabulary(tuple(m.pieces), m.eog_ids, m.eos_id)  # noqa: E731
-        self.bridge = VocabBridge.build(vocab(base), vocab(guide), base_tokenize=base.tokenize,
-                                        guide_tokenize=guide.tokenize)
+        self.bridge = VocabBridge.build(
+            vocab(base), vocab(guide), base_tokenize=base.tokenize, guide_tokenize=guide.tokenize
+        )
 
 
 def scripted_pair(rule=writes_words) -> Pair:
@@ -59,6 +79,7 @@ def slow_pair(seconds_per_token: float) -> Pair:
     def slowly(seen):
         time.sleep(seconds_per_token)
         return {b" word": 5.0}
+
     return scripted_pair(slowly)
 
 
@@ -101,17 +122,62 @@ SURROGATE = st.characters(categories=["Cs"])
 HOSTILE_CHARS = st.one_of(st.characters(), SURROGATE, st.sampled_from(["\x00", "{", "}", ":", "!", ".", " "]))
 STRINGS = st.text(alphabet=HOSTILE_CHARS, max_size=24)
 NUMBERS = st.one_of(
-    st.sampled_from([1e30, -1e30, 1e308, float("inf"), float("-inf"), float("nan"), 10**30, -(10**30), 2**63,
-                     2**64, 5e-324, -0.0, 0, -1, 1, 0.5, 1.01, 256, 257]),
+    st.sampled_from(
+        [
+            1e30,
+            -1e30,
+            1e308,
+            float("inf"),
+            float("-inf"),
+            float("nan"),
+            10**30,
+            -(10**30),
+            2**63,
+            2**64,
+            5e-324,
+            -0.0,
+            0,
+            -1,
+            1,
+            0.5,
+            1.01,
+            256,
+            257,
+        ]
+    ),
     st.builds(pow, st.just(10), st.just(4000)),  # 4001 digits: Python's int parsing stops at 4300
-    st.integers(), st.floats())
+    st.integers(),
+    st.floats(),
+)
 SCALARS = st.one_of(st.none(), st.booleans(), NUMBERS, STRINGS)
-ANY_JSON = st.recursive(SCALARS, lambda inner: st.lists(inner, max_size=4) | st.dictionaries(STRINGS, inner, max_size=4),
-                        max_leaves=12)
-FRAGMENTS = ["{", "}", "{{", "}}", "prompt", "system", ":", "!r", "!x", ".__class__", "[0]", ">10000000", "{prompt}",
-             "{system}", " ", "Q: ", "\x00", "\ud800"]
-FORMATS = st.one_of(st.sampled_from([*ISSUE_FORMATS, "plain", "raw", "chat", "{system}\nQ: {prompt}\nA:"]),
-                    st.lists(st.sampled_from(FRAGMENTS), max_size=10).map("".join), STRINGS)
+ANY_JSON = st.recursive(
+    SCALARS, lambda inner: st.lists(inner, max_size=4) | st.dictionaries(STRINGS, inner, max_size=4), max_leaves=12
+)
+FRAGMENTS = [
+    "{",
+    "}",
+    "{{",
+    "}}",
+    "prompt",
+    "system",
+    ":",
+    "!r",
+    "!x",
+    ".__class__",
+    "[0]",
+    ">10000000",
+    "{prompt}",
+    "{system}",
+    " ",
+    "Q: ",
+    "\x00",
+    "\ud800",
+]
+FORMATS = st.one_of(
+    st.sampled_from([*ISSUE_FORMATS, "plain", "raw", "chat", "{system}\nQ: {prompt}\nA:"]),
+    st.lists(st.sampled_from(FRAGMENTS), max_size=10).map("".join),
+    STRINGS,
+)
 SAMPLING_FIELDS = {
     "model": st.one_of(st.sampled_from(["default", "blendin", "gpt-4"]), ANY_JSON),
     "stream": st.one_of(st.booleans(), ANY_JSON),
@@ -135,26 +201,46 @@ SAMPLING_FIELDS = {
     "user": STRINGS,
     "logprobs": ANY_JSON,
 }
-CONTENT = st.one_of(STRINGS, st.lists(st.fixed_dictionaries({"type": st.sampled_from(["text", "image_url"]),
-                                                            "text": st.one_of(STRINGS, ANY_JSON)}), max_size=3),
-                    ANY_JSON)
-MESSAGE = st.one_of(st.fixed_dictionaries({"role": st.one_of(st.sampled_from(["user", "system", "assistant",
-                                                                             "developer", "tool"]), STRINGS),
-                                           "content": CONTENT}), ANY_JSON)
-CHAT_BODIES = st.fixed_dictionaries({"messages": st.one_of(st.lists(MESSAGE, min_size=1, max_size=4), ANY_JSON)},
-                                    optional=SAMPLING_FIELDS)
+CONTENT = st.one_of(
+    STRINGS,
+    st.lists(
+        st.fixed_dictionaries({"type": st.sampled_from(["text", "image_url"]), "text": st.one_of(STRINGS, ANY_JSON)}),
+        max_size=3,
+    ),
+    ANY_JSON,
+)
+MESSAGE = st.one_of(
+    st.fixed_dictionaries(
+        {
+            "role": st.one_of(st.sampled_from(["user", "system", "assistant", "developer", "tool"]), STRINGS),
+            "content": CONTENT,
+        }
+    ),
+    ANY_JSON,
+)
+CHAT_BODIES = st.fixed_dictionaries(
+    {"messages": st.one_of(st.lists(MESSAGE, min_size=1, max_size=4), ANY_JSON)}, optional=SAMPLING_FIELDS
+)
 COMPLETION_BODIES = st.fixed_dictionaries(
     {"prompt": st.one_of(STRINGS, st.lists(STRINGS, max_size=3), ANY_JSON)},
-    optional={**SAMPLING_FIELDS, "echo": ANY_JSON, "suffix": ANY_JSON, "best_of": NUMBERS})
+    optional={**SAMPLING_FIELDS, "echo": ANY_JSON, "suffix": ANY_JSON, "best_of": NUMBERS},
+)
 ENDPOINTS = st.sampled_from(["/v1/chat/completions", "/v1/completions"])
 # Bodies that pass validation, so that generation itself meets odd text (NULs, braces, control
 # characters), odd but valid formats and settings at their bounds.
 TEXT = st.text(alphabet=st.one_of(st.characters(), st.sampled_from(["\x00", "{", "}", " ", "\n"])), max_size=40)
 VALID_FORMATS = st.one_of(
     st.sampled_from(["plain", "raw"]),
-    st.builds(lambda before, after: before + "{prompt}" + after,
-              *[st.lists(st.sampled_from(["{system}", "{prompt}", "{{", "}}", "Q: ", "\x00", " ", "\n", "x"]),
-                         max_size=4).map("".join)] * 2))
+    st.builds(
+        lambda before, after: before + "{prompt}" + after,
+        *[
+            st.lists(
+                st.sampled_from(["{system}", "{prompt}", "{{", "}}", "Q: ", "\x00", " ", "\n", "x"]), max_size=4
+            ).map("".join)
+        ]
+        * 2,
+    ),
+)
 VALID_FIELDS = {
     "stream": st.booleans(),
     "stream_options": st.fixed_dictionaries({"include_usage": st.booleans()}),
@@ -174,13 +260,24 @@ VALID_FIELDS = {
     "stop_at_new_turn": st.booleans(),
 }
 TURNS = st.lists(st.fixed_dictionaries({"role": st.sampled_from(["user", "assistant"]), "content": TEXT}), max_size=3)
-VALID_CHAT_BODIES = st.fixed_dictionaries({"messages": st.builds(
-    lambda system, turns, last: system + turns + [{"role": "user", "content": last}],
-    st.lists(st.fixed_dictionaries({"role": st.just("system"), "content": TEXT}), max_size=1), TURNS, TEXT)},
-    optional=VALID_FIELDS)
+VALID_CHAT_BODIES = st.fixed_dictionaries(
+    {
+        "messages": st.builds(
+            lambda system, turns, last: system + turns + [{"role": "user", "content": last}],
+            st.lists(st.fixed_dictionaries({"role": st.just("system"), "content": TEXT}), max_size=1),
+            TURNS,
+            TEXT,
+        )
+    },
+    optional=VALID_FIELDS,
+)
 VALID_COMPLETION_BODIES = st.fixed_dictionaries({"prompt": TEXT}, optional=VALID_FIELDS)
-HYPOTHESIS = settings(max_examples=300, deadline=None, database=None,
-                      suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
+HYPOTHESIS = settings(
+    max_examples=300,
+    deadline=None,
+    database=None,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
+)
 
 
 def check_answer(client, path: str, data: bytes) -> None:
@@ -212,8 +309,12 @@ def test_generated_completion_bodies_get_an_answer_or_a_4xx(client, body):
 
 
 @HYPOTHESIS
-@given(path_and_body=st.one_of(st.tuples(st.just("/v1/chat/completions"), VALID_CHAT_BODIES),
-                               st.tuples(st.just("/v1/completions"), VALID_COMPLETION_BODIES)))
+@given(
+    path_and_body=st.one_of(
+        st.tuples(st.just("/v1/chat/completions"), VALID_CHAT_BODIES),
+        st.tuples(st.just("/v1/completions"), VALID_COMPLETION_BODIES),
+    )
+)
 def test_generated_valid_bodies_get_an_answer_or_a_4xx(client, path_and_body):
     path, body = path_and_body
     check_answer(client, path, json.dumps(body).encode())
@@ -227,11 +328,14 @@ def test_any_json_or_bytes_get_a_4xx(client, path, data):
 
 # -- the reproducers ------------------------------------------------------------------------
 
+
 @pytest.mark.parametrize("fmt", ISSUE_FORMATS)
 @pytest.mark.parametrize("field", ["base_prompt", "guide_prompt"])
 def test_prompt_formats_that_read_internals_or_do_not_parse_are_400_naming_the_field(client, fmt, field):
-    for path, body in (("/v1/chat/completions", {"messages": [{"role": "user", "content": "Hi"}]}),
-                       ("/v1/completions", {"prompt": "Hi"})):
+    for path, body in (
+        ("/v1/chat/completions", {"messages": [{"role": "user", "content": "Hi"}]}),
+        ("/v1/completions", {"prompt": "Hi"}),
+    ):
         error = assert_error(post(client, path, {**body, field: fmt}), 400, field, f"invalid {field}")
         assert "<class" not in error["message"] and "0x" not in error["message"], error
 
@@ -281,22 +385,31 @@ def test_a_prompt_longer_than_the_context_could_hold_is_refused_before_tokenizin
     assert time.monotonic() - start < 2
 
 
-@pytest.mark.parametrize("path, body, param", [
-    ("/v1/chat/completions", {"messages": [{"role": "user", "content": "Hi \ud800"}]}, "messages[0].content"),
-    ("/v1/chat/completions", {"messages": [{"role": "system", "content": "Be \udfff"},
-                                           {"role": "user", "content": "Hi"}]}, "messages[0].content"),
-    ("/v1/chat/completions", {"messages": [{"role": "user", "content": [{"type": "text", "text": "\udc80"}]}]},
-     "messages[0].content[0].text"),
-    ("/v1/chat/completions", {"messages": [{"role": "us\ud800er", "content": "Hi"}]}, "messages[0].role"),
-    ("/v1/completions", {"prompt": "Hi \ud800"}, "prompt"),
-    ("/v1/completions", {"prompt": ["Hi \ud800"]}, "prompt[0]"),
-    ("/v1/completions", {"prompt": "Hi", "stop": "\ud800"}, "stop"),
-    ("/v1/completions", {"prompt": "Hi", "stop": ["ok", "x\udbff"]}, "stop[1]"),
-    ("/v1/completions", {"prompt": "Hi", "base_prompt": "{prompt}\ud800"}, "base_prompt"),
-    ("/v1/completions", {"prompt": "Hi", "model": "\ud800"}, "model"),
-    ("/v1/completions", {"prompt": "Hi", "user": "\ud800"}, "user"),  # a field the server ignores
-    ("/v1/completions", {"prompt": "Hi", "stream_options": {"\ud800": True}}, "stream_options.\\ud800"),
-])
+@pytest.mark.parametrize(
+    "path, body, param",
+    [
+        ("/v1/chat/completions", {"messages": [{"role": "user", "content": "Hi \ud800"}]}, "messages[0].content"),
+        (
+            "/v1/chat/completions",
+            {"messages": [{"role": "system", "content": "Be \udfff"}, {"role": "user", "content": "Hi"}]},
+            "messages[0].content",
+        ),
+        (
+            "/v1/chat/completions",
+            {"messages": [{"role": "user", "content": [{"type": "text", "text": "\udc80"}]}]},
+            "messages[0].content[0].text",
+        ),
+        ("/v1/chat/completions", {"messages": [{"role": "us\ud800er", "content": "Hi"}]}, "messages[0].role"),
+        ("/v1/completions", {"prompt": "Hi \ud800"}, "prompt"),
+        ("/v1/completions", {"prompt": ["Hi \ud800"]}, "prompt[0]"),
+        ("/v1/completions", {"prompt": "Hi", "stop": "\ud800"}, "stop"),
+        ("/v1/completions", {"prompt": "Hi", "stop": ["ok", "x\udbff"]}, "stop[1]"),
+        ("/v1/completions", {"prompt": "Hi", "base_prompt": "{prompt}\ud800"}, "base_prompt"),
+        ("/v1/completions", {"prompt": "Hi", "model": "\ud800"}, "model"),
+        ("/v1/completions", {"prompt": "Hi", "user": "\ud800"}, "user"),  # a field the server ignores
+        ("/v1/completions", {"prompt": "Hi", "stream_options": {"\ud800": True}}, "stream_options.\\ud800"),
+    ],
+)
 def test_a_lone_surrogate_anywhere_is_400_naming_the_field(client, path, body, param):
     assert_error(post(client, path, body), 400, param, "lone surrogate")
 
@@ -329,14 +442,21 @@ def test_the_time_limit_ends_a_generation_at_the_next_token_and_says_so(stream):
         took = time.monotonic() - start
         assert r.status_code == 200 and 0.5 <= took < 1.0, (took, r.text[:300])
         if stream:
-            chunks = [json.loads(line[5:]) for line in r.text.splitlines() if line.startswith("data:")
-                      and line != "data: [DONE]"]
+            chunks = [
+                json.loads(line[5:])
+                for line in r.text.splitlines()
+                if line.startswith("data:") and line != "data: [DONE]"
+            ]
             last = chunks[-1]
         else:
             last = r.json()
         assert last["choices"][0]["finish_reason"] == "length"
         stats = last["blendin"]
-        assert stats["stop_reason"] == "time" and stats["time_limit_s"] == 0.5 and 5 < last["usage"]["completion_tokens"] < 30
+        assert (
+            stats["stop_reason"] == "time"
+            and stats["time_limit_s"] == 0.5
+            and 5 < last["usage"]["completion_tokens"] < 30
+        )
         health = wait_idle(c)
         assert health["timed_out"] == 1 and health["served"] == 1 and not health["running"]
 
@@ -368,19 +488,20 @@ def test_a_stop_ends_the_running_generation_and_refuses_the_waiting_ones():
 
 def test_a_stop_waits_for_a_worker_stuck_in_one_call_only_so_long():
     client = served(slow_pair(3.0), request_timeout=None)
-    engine = client.app.state.engine
+    worker = client.app.state.worker
     with client:
-        threading.Thread(target=post, args=(client, "/v1/completions", {"prompt": "Hi", "method": "base"}),
-                         daemon=True).start()
+        threading.Thread(
+            target=post, args=(client, "/v1/completions", {"prompt": "Hi", "method": "base"}), daemon=True
+        ).start()
         deadline = time.monotonic() + 10
-        while not (engine.running or time.monotonic() > deadline):
+        while not (worker.running or time.monotonic() > deadline):
             time.sleep(0.01)
         start = time.monotonic()
-    assert time.monotonic() - start < 3 and engine.worker_alive  # blendin serve then leaves the models open
+    assert time.monotonic() - start < 3 and worker.alive  # blendin serve then leaves the models open
     deadline = time.monotonic() + 10
-    while engine.worker_alive and time.monotonic() < deadline:
+    while worker.alive and time.monotonic() < deadline:
         time.sleep(0.05)
-    assert not engine.worker_alive  # the call returned, the worker saw the stop
+    assert not worker.alive  # the call returned, the worker saw the stop
 
 
 def test_an_api_key_is_required_on_v1_only():
@@ -397,11 +518,22 @@ def test_an_api_key_is_required_on_v1_only():
         assert c.get("/health").status_code == 200
 
 
-@pytest.mark.parametrize("host, allowed", [
-    ("127.0.0.1:8000", True), ("localhost", True), ("LOCALHOST:1234", True), ("[::1]:8000", True), ("[::1]", True),
-    ("evil.example", False), ("evil.example:8000", False), ("127.0.0.1.evil.example", False), ("localhost.", False),
-    ("[::1]x", False), ("", False),
-])
+@pytest.mark.parametrize(
+    "host, allowed",
+    [
+        ("127.0.0.1:8000", True),
+        ("localhost", True),
+        ("LOCALHOST:1234", True),
+        ("[::1]:8000", True),
+        ("[::1]", True),
+        ("evil.example", False),
+        ("evil.example:8000", False),
+        ("127.0.0.1.evil.example", False),
+        ("localhost.", False),
+        ("[::1]x", False),
+        ("", False),
+    ],
+)
 def test_the_host_header_must_name_loopback(client, host, allowed):
     r = client.get("/v1/models", headers={"Host": host})
     if allowed:
@@ -431,14 +563,26 @@ def test_docs_are_off_unless_asked_for(client):
 
 def test_the_cli_defaults_are_the_servers():
     assert (MAX_REQUEST_BYTES, MAX_TOKENS_LIMIT, REQUEST_TIMEOUT_S) == (
-        DEFAULT_MAX_REQUEST_BYTES, DEFAULT_MAX_TOKENS_LIMIT, DEFAULT_REQUEST_TIMEOUT_S)
+        DEFAULT_MAX_REQUEST_BYTES,
+        DEFAULT_MAX_TOKENS_LIMIT,
+        DEFAULT_REQUEST_TIMEOUT_S,
+    )
 
 
-@pytest.mark.parametrize("args", [
-    ["--max-request-bytes", "0"], ["--max-request-bytes", "lots"], ["--max-tokens-limit", "-1"],
-    ["--request-timeout", "-1"], ["--request-timeout", "nan"], ["--request-timeout", "inf"],
-    ["--api-key", ""], ["--api-key", "two words"], ["--api-key", "ключ"],
-])
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["--max-request-bytes", "0"],
+        ["--max-request-bytes", "lots"],
+        ["--max-tokens-limit", "-1"],
+        ["--request-timeout", "-1"],
+        ["--request-timeout", "nan"],
+        ["--request-timeout", "inf"],
+        ["--api-key", ""],
+        ["--api-key", "two words"],
+        ["--api-key", "ключ"],
+    ],
+)
 def test_bad_serve_options_are_one_line_and_exit_2(capsys, args):
     with pytest.raises(SystemExit) as e:
         main(["serve", *args, *UNSERVABLE])

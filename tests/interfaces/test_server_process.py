@@ -10,7 +10,6 @@ import time
 import httpx
 import openai
 import pytest
-
 from test_server import HOST, LONG, Server, wait_for
 
 pytestmark = pytest.mark.models
@@ -24,9 +23,21 @@ TIME_LIMIT_S = 1.5
 @pytest.fixture(scope="module")
 def server(tmp_path_factory):
     # No token cap beyond the context, so that the time limit is what ends a long answer.
-    srv = Server(tmp_path_factory.mktemp("limits"), args=("-t", "1", "--api-key", API_KEY, "--max-tokens-limit", "0",
-                                                          "--request-timeout", str(TIME_LIMIT_S),
-                                                          "--cors-origin", UI_ORIGIN))
+    srv = Server(
+        tmp_path_factory.mktemp("limits"),
+        args=(
+            "-t",
+            "1",
+            "--api-key",
+            API_KEY,
+            "--max-tokens-limit",
+            "0",
+            "--request-timeout",
+            str(TIME_LIMIT_S),
+            "--cors-origin",
+            UI_ORIGIN,
+        ),
+    )
     try:
         srv.wait_ready()
         yield srv
@@ -52,9 +63,12 @@ def raw_request(port: int, head: str, timeout: float = 5) -> bytes:
 
 def test_a_10_mb_body_is_refused_before_it_is_sent(server):
     start = time.monotonic()
-    reply = raw_request(server.port, f"POST /v1/chat/completions HTTP/1.1\r\nHost: {HOST}\r\n"
-                                     f"Authorization: Bearer {API_KEY}\r\nContent-Type: application/json\r\n"
-                                     "Content-Length: 10000000\r\n\r\n")
+    reply = raw_request(
+        server.port,
+        f"POST /v1/chat/completions HTTP/1.1\r\nHost: {HOST}\r\n"
+        f"Authorization: Bearer {API_KEY}\r\nContent-Type: application/json\r\n"
+        "Content-Length: 10000000\r\n\r\n",
+    )
     assert time.monotonic() - start < 2
     head, _, body = reply.partition(b"\r\n\r\n")
     assert head.startswith(b"HTTP/1.1 413") and b"connection: close" in head.lower(), reply[:500]
@@ -68,9 +82,19 @@ def test_a_10_mb_body_of_spaces_sent_whole_gets_a_fast_413(server):
     assert server.health()["running"] is False
 
 
-@pytest.mark.parametrize("fmt", ["{prompt:{prompt.__class__.__mro__}}",
-                                 "{prompt:{system.__class__.__base__.__subclasses__}}", "{prompt!x}", "{prompt:d}",
-                                 "{prompt:>10000000}", "{prompt", "{prompt}}x}", "}{prompt}"])
+@pytest.mark.parametrize(
+    "fmt",
+    [
+        "{prompt:{prompt.__class__.__mro__}}",
+        "{prompt:{system.__class__.__base__.__subclasses__}}",
+        "{prompt!x}",
+        "{prompt:d}",
+        "{prompt:>10000000}",
+        "{prompt",
+        "{prompt}}x}",
+        "}{prompt}",
+    ],
+)
 def test_prompt_formats_are_400_naming_the_field(server, fmt):
     for field in ("base_prompt", "guide_prompt"):
         r = post(server, "/v1/completions", {"prompt": "Hi", field: fmt})
@@ -79,11 +103,14 @@ def test_prompt_formats_are_400_naming_the_field(server, fmt):
         assert "<class" not in error["message"] and "0x" not in error["message"], r.text
 
 
-@pytest.mark.parametrize("path, body, param", [
-    ("/v1/chat/completions", {"messages": [{"role": "user", "content": "Hi \ud800"}]}, "messages[0].content"),
-    ("/v1/completions", {"prompt": "Hi \ud800"}, "prompt"),
-    ("/v1/completions", {"prompt": "Hi", "stop": ["\ud800"]}, "stop[0]"),
-])
+@pytest.mark.parametrize(
+    "path, body, param",
+    [
+        ("/v1/chat/completions", {"messages": [{"role": "user", "content": "Hi \ud800"}]}, "messages[0].content"),
+        ("/v1/completions", {"prompt": "Hi \ud800"}, "prompt"),
+        ("/v1/completions", {"prompt": "Hi", "stop": ["\ud800"]}, "stop[0]"),
+    ],
+)
 def test_a_lone_surrogate_is_400_naming_the_field(server, path, body, param):
     r = post(server, path, body)
     assert r.status_code == 400 and r.json()["error"]["param"] == param, r.text

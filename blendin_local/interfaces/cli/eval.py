@@ -7,15 +7,15 @@ from pathlib import Path
 
 import click
 
-from blendin_local.interfaces.cli import FINITE_FLOAT, INT32_MAX, AlphaType, load_pair, model_options
-from blendin_local.errors import BlendinError
-from blendin_local.engine.generation import GenerationSettings
 from blendin_local.backends.llama import default_threads
+from blendin_local.engine.methods import METHODS
+from blendin_local.engine.settings import GenerationSettings, check_anti
+from blendin_local.errors import BlendinError
 from blendin_local.eval.datasets import DATASETS, DEFAULT_SEED, load_dataset, resolve_data_dir, sample_items
 from blendin_local.eval.judge import Judge
 from blendin_local.eval.runner import run_samples
 from blendin_local.eval.runs import RunFolder
-from blendin_local.engine.methods import METHODS
+from blendin_local.interfaces.cli.options import generation_options, load_pair, model_options
 
 
 def parse_methods(text: str, with_anti: bool) -> list[str]:
@@ -25,9 +25,27 @@ def parse_methods(text: str, with_anti: bool) -> list[str]:
     unknown = [m for m in methods if m not in METHODS]
     if unknown or not methods:
         raise BlendinError(f"unknown method(s) {', '.join(unknown) or text!r}; known: {', '.join(METHODS)}, or all")
-    if "proxy" in methods and not with_anti:
-        raise BlendinError("--methods proxy needs the guide's untuned counterpart: pass --anti PATH|NAME")
+    for method in methods:
+        check_anti(method, with_anti, asked_as=f"--methods {method}")
     return list(dict.fromkeys(methods))
+
+
+# Fields an eval run does not take from the command line: the methods come from --methods, and
+# the rest are left at the model's defaults, so that a run folder's recorded settings (which
+# --resume compares) stay what they were before the options were generated.
+EVAL_FIXED_FIELDS = (
+    "method",
+    "top_k",
+    "top_p",
+    "min_p",
+    "stop",
+    "stop_at_new_turn",
+    "system",
+    "base_prompt",
+    "guide_prompt",
+)
+# A benchmark answer reasons at length, and one run is reproducible as a whole.
+EVAL_DEFAULTS = {"max_tokens": 512, "seed": 0}
 
 
 def model_identity(model) -> dict:
@@ -39,28 +57,55 @@ def model_identity(model) -> dict:
 @click.group("eval", invoke_without_command=True)
 @click.option("--dataset", type=click.Choice(DATASETS), help="The benchmark to run.")
 @click.option("--methods", default="base,guide,nudging,blendin", show_default=True, help="Comma-separated, or all.")
-@click.option("--limit", type=click.IntRange(1), default=None, help="A seeded subset of this many items [default: all].")
-@click.option("--sample-seed", type=int, default=DEFAULT_SEED, show_default=True, help="Seed of the subset (the paper's).")
-@click.option("--data-dir", type=click.Path(), default=None, help="Folder with the benchmark files [default: $BLENDIN_DATA_DIR].")
+@click.option(
+    "--limit", type=click.IntRange(1), default=None, help="A seeded subset of this many items [default: all]."
+)
+@click.option(
+    "--sample-seed", type=int, default=DEFAULT_SEED, show_default=True, help="Seed of the subset (the paper's)."
+)
+@click.option(
+    "--data-dir", type=click.Path(), default=None, help="Folder with the benchmark files [default: $BLENDIN_DATA_DIR]."
+)
 @click.option("--out", type=click.Path(path_type=Path), help="Run folder (one JSON line per sample and method).")
 @click.option("--resume", is_flag=True, help="Continue the run in --out.")
-@click.option("--jobs", type=click.IntRange(1, 32), default=1, show_default=True, help="Samples at once (one pair each).")
-@click.option("-n", "--max-tokens", type=click.IntRange(max=INT32_MAX), default=512, show_default=True)
-@click.option("--temp", "temperature", type=FINITE_FLOAT, default=0.0, show_default=True)
-@click.option("--seed", type=int, default=0, show_default=True, help="Sampling seed of every sample.")
-@click.option("--gamma", type=FINITE_FLOAT, default=0.4, show_default=True)
-@click.option("--alpha", type=AlphaType(), default="auto", show_default=True)
-@click.option("--nudging-chunk", type=int, default=16, show_default=True)
+@click.option(
+    "--jobs", type=click.IntRange(1, 32), default=1, show_default=True, help="Samples at once (one pair each)."
+)
+@generation_options(exclude=EVAL_FIXED_FIELDS, defaults=EVAL_DEFAULTS)
 @click.option("--judge-url", help="An OpenAI-compatible endpoint for an LLM judge, e.g. http://127.0.0.1:8080/v1.")
 @click.option("--judge-model", help="The judge's model name at --judge-url.")
-@click.option("--loglik/--no-loglik", default=True, show_default=True,
-              help="Also score multiple-choice items by which option each method finds most likely.")
+@click.option(
+    "--loglik/--no-loglik",
+    default=True,
+    show_default=True,
+    help="Also score multiple-choice items by which option each method finds most likely.",
+)
 @click.option("--no-progress", is_flag=True, help="No progress bar.")
 @model_options
 @click.pass_context
-def eval_group(ctx, dataset, methods, limit, sample_seed, data_dir, out, resume, jobs, max_tokens, temperature, seed,
-               gamma, alpha, nudging_chunk, judge_url, judge_model, loglik, no_progress, base, guide, anti, ctx_size,
-               threads, gpu_layers, repack):
+def eval_group(
+    ctx,
+    dataset,
+    methods,
+    limit,
+    sample_seed,
+    data_dir,
+    out,
+    resume,
+    jobs,
+    settings_values,
+    judge_url,
+    judge_model,
+    loglik,
+    no_progress,
+    base,
+    guide,
+    anti,
+    ctx_size,
+    threads,
+    gpu_layers,
+    repack,
+):
     """Run the paper's experiments on a benchmark: `blendin eval --dataset gsm8k --limit 200 --out runs/gsm8k`."""
     if ctx.invoked_subcommand is not None:
         return
@@ -68,8 +113,7 @@ def eval_group(ctx, dataset, methods, limit, sample_seed, data_dir, out, resume,
         raise BlendinError("blendin eval needs --dataset and --out (or a subcommand: report)")
     if (judge_url is None) != (judge_model is None):
         raise BlendinError("--judge-url and --judge-model go together")
-    common = dict(max_tokens=max_tokens, temperature=temperature, seed=seed, gamma=gamma, alpha=alpha,
-                  nudging_chunk=nudging_chunk)
+    common = settings_values  # recorded in the run's configuration, which --resume compares
     GenerationSettings.checked(**common)  # a bad number is one line before the data and the models load
     method_list = parse_methods(methods, anti is not None)
     items = sample_items(load_dataset(dataset, resolve_data_dir(data_dir)), limit, sample_seed)
@@ -81,8 +125,13 @@ def eval_group(ctx, dataset, methods, limit, sample_seed, data_dir, out, resume,
     share = threads if jobs == 1 else max(1, (threads or default_threads()) // jobs)
     pairs = [load_pair(base, guide, anti, ctx_size, share, gpu_layers, repack) for _ in range(jobs)]
     config = {
-        "format": 1, "dataset": dataset, "limit": limit, "sample_seed": sample_seed, "n_items": len(items),
-        "base": model_identity(pairs[0].base), "guide": model_identity(pairs[0].guide),
+        "format": 1,
+        "dataset": dataset,
+        "limit": limit,
+        "sample_seed": sample_seed,
+        "n_items": len(items),
+        "base": model_identity(pairs[0].base),
+        "guide": model_identity(pairs[0].guide),
         "anti": model_identity(pairs[0].anti) if pairs[0].anti else None,
         "settings": {**common, "ctx_size": ctx_size},
         "judge": {"url": judge_url, "model": judge_model} if judge else None,
@@ -101,11 +150,16 @@ def eval_group(ctx, dataset, methods, limit, sample_seed, data_dir, out, resume,
 
 @eval_group.command("report")
 @click.argument("run_dirs", nargs=-1, required=True, type=click.Path(exists=True, file_okay=False, path_type=Path))
-@click.option("--out", type=click.Path(path_type=Path), default=Path("report"), show_default=True,
-              help="Folder for report.md, summary.csv and the PNG figures.")
+@click.option(
+    "--out",
+    type=click.Path(path_type=Path),
+    default=Path("report"),
+    show_default=True,
+    help="Folder for report.md, summary.csv and the PNG figures.",
+)
 def eval_report(run_dirs, out):
     """Tables and plots from run folders: blendin eval report runs/gsm8k runs/ifeval --out report."""
-    from blendin_local.eval.report import markdown_table, load_rows, write_report
+    from blendin_local.eval.report import load_rows, markdown_table, write_report
 
     path = write_report(list(run_dirs), out)
     rows, _ = load_rows(list(run_dirs))
@@ -117,27 +171,37 @@ def eval_report(run_dirs, out):
 @click.command("diagnose")
 @click.option("--dataset", type=click.Choice(DATASETS), default="gsm8k", show_default=True)
 @click.option("--limit", type=click.IntRange(1), default=20, show_default=True)
-@click.option("--data-dir", type=click.Path(), default=None, help="Folder with the benchmark files [default: $BLENDIN_DATA_DIR].")
-@click.option("-n", "--max-tokens", type=click.IntRange(max=INT32_MAX), default=128, show_default=True)
-@click.option("--gamma", type=FINITE_FLOAT, default=0.4, show_default=True)
+@click.option(
+    "--data-dir", type=click.Path(), default=None, help="Folder with the benchmark files [default: $BLENDIN_DATA_DIR]."
+)
+@generation_options(include=("max_tokens", "gamma"), defaults={"max_tokens": 128})
 @click.option("--json", "as_json", is_flag=True, help="Print the diagnosis as one JSON object.")
 @model_options
-def diagnose(dataset, limit, data_dir, max_tokens, gamma, as_json, base, guide, anti, ctx_size, threads, gpu_layers,
-             repack):
+def diagnose(
+    dataset, limit, data_dir, settings_values, as_json, base, guide, anti, ctx_size, threads, gpu_layers, repack
+):
     """Before a long run: is this pair worth it? Exit code 0 worth it, 3 borderline, 4 not worth it."""
     import json
 
     from blendin_local.eval.diagnose import judge_pair
     from blendin_local.eval.runner import run_samples
 
-    GenerationSettings.checked(max_tokens=max_tokens, gamma=gamma)  # before the data and the models load
+    GenerationSettings.checked(**settings_values)  # before the data and the models load
+    max_tokens, gamma = settings_values["max_tokens"], settings_values["gamma"]
     items = sample_items(load_dataset(dataset, resolve_data_dir(data_dir)), limit)
     pair = load_pair(base, guide, anti, ctx_size, threads, gpu_layers, repack)
     coverage = pair.bridge.stats().as_dict()
     records: dict[str, list[dict]] = {"blendin": [], "nudging": []}
     folder = InMemoryRun(dataset)
-    run_samples([pair], items, ["blendin", "nudging"], dict(max_tokens=max_tokens, gamma=gamma), folder,
-                on_record=lambda r: records[r["method"]].append(r), progress=not as_json)
+    run_samples(
+        [pair],
+        items,
+        ["blendin", "nudging"],
+        settings_values,
+        folder,
+        on_record=lambda r: records[r["method"]].append(r),
+        progress=not as_json,
+    )
     result = judge_pair(coverage, records["blendin"], records["nudging"])
     if as_json:
         click.echo(json.dumps(result.as_dict()))
@@ -145,9 +209,13 @@ def diagnose(dataset, limit, data_dir, max_tokens, gamma, as_json, base, guide, 
         agreement = "-" if result.guide_in_base_top_k is None else f"{100 * result.guide_in_base_top_k:.0f}%"
         alpha = "-" if result.mean_alpha is None else f"{result.mean_alpha:.2f}"
         click.echo(f"pair: {pair.guide.name} -> {pair.base.name}")
-        click.echo(f"bridge: {result.exact_pct:.1f}% exact, {result.prefix_pct:.1f}% prefix, {result.unmapped_pct:.1f}% unmapped")
+        click.echo(
+            f"bridge: {result.exact_pct:.1f}% exact, {result.prefix_pct:.1f}% prefix, {result.unmapped_pct:.1f}% unmapped"
+        )
         click.echo(f"sample: {result.n_answers} {dataset} questions, gamma {gamma}, up to {max_tokens} tokens")
-        click.echo(f"BlendIn intervention rate: {100 * result.blendin_rate:.1f}%   Nudging: {100 * result.nudging_rate:.1f}%")
+        click.echo(
+            f"BlendIn intervention rate: {100 * result.blendin_rate:.1f}%   Nudging: {100 * result.nudging_rate:.1f}%"
+        )
         click.echo(f"guide's top token in the base's top 10 at interventions: {agreement}   mean alpha: {alpha}")
         click.echo(f"suggested gamma: {result.suggested_gamma} (about 10% of tokens would be interventions)")
         click.echo(f"verdict: {result.verdict}: {result.reason}")

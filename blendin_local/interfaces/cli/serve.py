@@ -10,9 +10,8 @@ from urllib.parse import urlsplit
 
 import click
 
-from blendin_local.interfaces.cli import load_pair, model_options
-from blendin_local.interfaces.cli.chat import generation_options, settings_from_options
 from blendin_local.errors import BlendinError, install_hint
+from blendin_local.interfaces.cli.options import checked_settings, generation_options, load_pair, model_options
 
 SERVER_EXTRA_HINT = f"blendin serve needs the server extra: {install_hint('server')}"
 # server.py's DEFAULT_MAX_REQUEST_BYTES, DEFAULT_MAX_TOKENS_LIMIT and DEFAULT_REQUEST_TIMEOUT_S,
@@ -87,41 +86,97 @@ def check_api_key(ctx, param, value: str | None) -> str | None:
     return value
 
 
-def stopping_server(uvicorn, config, engine):
+def stopping_server(config, worker):
     """A uvicorn server whose stop signal also ends the running generation at its next token
     (uvicorn alone would wait for the request to finish, then for the application, without end)."""
+    import uvicorn  # the server extra: imported when serving, so that `blendin --help` stays light
+
     class Server(uvicorn.Server):
         def handle_exit(self, sig, frame):
-            engine.begin_stop()
+            worker.begin_stop()
             super().handle_exit(sig, frame)
 
     return Server(config)
 
 
 @click.command()
-@click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on (beyond loopback, set"
-              " --api-key).")
+@click.option(
+    "--host", default="127.0.0.1", show_default=True, help="Address to listen on (beyond loopback, set --api-key)."
+)
 @click.option("--port", type=click.IntRange(1, 65535), default=8000, show_default=True)
-@click.option("--queue-size", type=click.IntRange(0), default=16, show_default=True,
-              help="Requests that may wait while one runs; beyond that the server answers 503.")
-@click.option("--cors-origin", "cors_origins", multiple=True, help="A web origin whose pages may call the API from"
-              " a browser, e.g. http://localhost:3000 (repeatable; * for any).")
-@click.option("--log-level", type=click.Choice(["critical", "error", "warning", "info", "debug"]), default="info",
-              show_default=True, help="uvicorn's log level (info shows one line per request).")
-@click.option("--max-request-bytes", type=click.IntRange(1), default=MAX_REQUEST_BYTES, show_default=True,
-              help="Largest request body; a larger one gets 413 before it is read.")
-@click.option("--max-tokens-limit", type=click.IntRange(0), default=MAX_TOKENS_LIMIT, show_default=True,
-              help="Most tokens one answer may have, whatever max_tokens asks (0: only the context limits it).")
-@click.option("--request-timeout", type=click.FloatRange(0), default=REQUEST_TIMEOUT_S, show_default=True,
-              callback=check_timeout, help="Seconds one generation may take; then it ends, finish_reason length"
-              " (0: no limit).")
-@click.option("--api-key", envvar="BLENDIN_API_KEY", show_envvar=True, callback=check_api_key,
-              help="Require Authorization: Bearer KEY on /v1/*.")
+@click.option(
+    "--queue-size",
+    type=click.IntRange(0),
+    default=16,
+    show_default=True,
+    help="Requests that may wait while one runs; beyond that the server answers 503.",
+)
+@click.option(
+    "--cors-origin",
+    "cors_origins",
+    multiple=True,
+    help="A web origin whose pages may call the API from"
+    " a browser, e.g. http://localhost:3000 (repeatable; * for any).",
+)
+@click.option(
+    "--log-level",
+    type=click.Choice(["critical", "error", "warning", "info", "debug"]),
+    default="info",
+    show_default=True,
+    help="uvicorn's log level (info shows one line per request).",
+)
+@click.option(
+    "--max-request-bytes",
+    type=click.IntRange(1),
+    default=MAX_REQUEST_BYTES,
+    show_default=True,
+    help="Largest request body; a larger one gets 413 before it is read.",
+)
+@click.option(
+    "--max-tokens-limit",
+    type=click.IntRange(0),
+    default=MAX_TOKENS_LIMIT,
+    show_default=True,
+    help="Most tokens one answer may have, whatever max_tokens asks (0: only the context limits it).",
+)
+@click.option(
+    "--request-timeout",
+    type=click.FloatRange(0),
+    default=REQUEST_TIMEOUT_S,
+    show_default=True,
+    callback=check_timeout,
+    help="Seconds one generation may take; then it ends, finish_reason length (0: no limit).",
+)
+@click.option(
+    "--api-key",
+    envvar="BLENDIN_API_KEY",
+    show_envvar=True,
+    callback=check_api_key,
+    help="Require Authorization: Bearer KEY on /v1/*.",
+)
 @click.option("--docs", is_flag=True, help="Serve the API's documentation: /docs, /redoc, /openapi.json.")
 @generation_options(exclude=("system",))
 @model_options
-def serve(host, port, queue_size, cors_origins, log_level, max_request_bytes, max_tokens_limit, request_timeout, api_key,
-          docs, base, guide, anti, ctx_size, threads, gpu_layers, repack, **options):
+def serve(
+    host,
+    port,
+    queue_size,
+    cors_origins,
+    log_level,
+    max_request_bytes,
+    max_tokens_limit,
+    request_timeout,
+    api_key,
+    docs,
+    settings_values,
+    base,
+    guide,
+    anti,
+    ctx_size,
+    threads,
+    gpu_layers,
+    repack,
+):
     """Serve the pair with an OpenAI-compatible API: /v1/models, /v1/completions, /v1/chat/completions.
 
     The sampling and blending options are the defaults for requests that do not set a field;
@@ -134,35 +189,47 @@ def serve(host, port, queue_size, cors_origins, log_level, max_request_bytes, ma
         from blendin_local.interfaces.server.app import LOOPBACK_HOSTS, create_app, model_id_for
     except ImportError:
         raise BlendinError(SERVER_EXTRA_HINT) from None
-    defaults = settings_from_options(options)
-    if defaults.method == "proxy" and anti is None:
-        raise BlendinError("--method proxy needs the guide's untuned counterpart: pass --anti PATH|NAME")
+    defaults = checked_settings(settings_values, anti)
     sock = listen(host, port)
     try:
         pair = load_pair(base, guide, anti, ctx_size, threads, gpu_layers, repack)
-        engine = None
+        worker = None
         try:
             aliases = ["blendin", f"blendin:{guide or 'default'}->{base or 'default'}"]
             if base is None and guide is None:
                 aliases.append("default")
             loopback = is_loopback(host)
-            app = create_app(pair, queue_size=queue_size, defaults=defaults, aliases=aliases,
-                             cors_origins=cors_origins, max_request_bytes=max_request_bytes,
-                             max_tokens_limit=max_tokens_limit or None, request_timeout=request_timeout or None,
-                             api_key=api_key, docs=docs,
-                             allowed_hosts=[*LOOPBACK_HOSTS, *implied_hosts(host, cors_origins)] if loopback else None)
-            engine = app.state.engine
-            click.echo(f"blendin serve: {model_id_for(pair)} on http://{as_host_name(host)}:{port}/v1"
-                       f" (one request at a time, {queue_size} may wait)", err=True)
+            app = create_app(
+                pair,
+                queue_size=queue_size,
+                defaults=defaults,
+                aliases=aliases,
+                cors_origins=cors_origins,
+                max_request_bytes=max_request_bytes,
+                max_tokens_limit=max_tokens_limit or None,
+                request_timeout=request_timeout or None,
+                api_key=api_key,
+                docs=docs,
+                allowed_hosts=[*LOOPBACK_HOSTS, *implied_hosts(host, cors_origins)] if loopback else None,
+            )
+            worker = app.state.worker
+            click.echo(
+                f"blendin serve: {model_id_for(pair)} on http://{as_host_name(host)}:{port}/v1"
+                f" (one request at a time, {queue_size} may wait)",
+                err=True,
+            )
             if not loopback and api_key is None:
-                click.echo(f"blendin serve: warning: {host} is not a loopback address and there is no --api-key:"
-                           " whoever reaches it can use the server", err=True)
+                click.echo(
+                    f"blendin serve: warning: {host} is not a loopback address and there is no --api-key:"
+                    " whoever reaches it can use the server",
+                    err=True,
+                )
             config = uvicorn.Config(app, log_level=log_level, timeout_graceful_shutdown=2)
             # uvicorn shuts down gracefully on SIGINT/SIGTERM, then raises the signal again for
             # its caller: a stop asked for is a normal end here (exit 0), not an interruption.
             signal.signal(signal.SIGTERM, _stop)
             try:
-                stopping_server(uvicorn, config, engine).run(sockets=[sock])
+                stopping_server(config, worker).run(sockets=[sock])
             except (KeyboardInterrupt, _Stopped):
                 pass
             finally:
@@ -170,9 +237,10 @@ def serve(host, port, queue_size, cors_origins, log_level, max_request_bytes, ma
                 signal.signal(signal.SIGTERM, signal.SIG_IGN)
             click.echo("blendin serve: stopped", err=True)
         finally:
-            if engine is not None and engine.worker_alive:  # stuck in one llama.cpp call: do not free the models under it
-                click.echo("blendin serve: the generation did not stop in time; exiting without closing the models",
-                           err=True)
+            if worker is not None and worker.alive:  # stuck in one llama.cpp call: do not free the models under it
+                click.echo(
+                    "blendin serve: the generation did not stop in time; exiting without closing the models", err=True
+                )
             else:
                 pair.close()
             # SIGTERM stays ignored: serve's return ends the process, and a repeated stop that

@@ -1,0 +1,140 @@
+"""OpenAI's response bodies and stream chunks for one request, with OpenAI's `usage` and a
+`blendin` object (method, interventions, intervention rate, limits, ...) that OpenAI clients ignore."""
+
+from __future__ import annotations
+
+import json
+import time
+import uuid
+from dataclasses import dataclass
+from typing import Literal
+
+from blendin_local.engine.generation import GenerationResult
+from blendin_local.engine.settings import GenerationSettings
+from blendin_local.interfaces.server.errors import ApiError
+from blendin_local.interfaces.server.worker import Started
+
+FINISH_REASONS = {
+    "eos": "stop",
+    "stop": "stop",
+    "length": "length",
+    "context": "length",
+    "time": "length",
+    "interrupted": "stop",
+}
+
+
+def usage(started: Started, result: GenerationResult) -> dict:
+    return {
+        "prompt_tokens": started.prompt_tokens,
+        "completion_tokens": result.n_tokens,
+        "total_tokens": started.prompt_tokens + result.n_tokens,
+    }
+
+
+def blendin_stats(started: Started, result: GenerationResult, settings: GenerationSettings) -> dict:
+    return {
+        "method": result.method,
+        "base": result.base,
+        "guide": result.guide,
+        "n_interventions": result.n_interventions,
+        "intervention_rate": result.intervention_rate,
+        "alpha_mean": result.alpha_mean,
+        "gamma": settings.gamma,
+        "alpha": "auto" if settings.alpha is None else settings.alpha,
+        "stop_reason": result.stop_reason,
+        "elapsed_s": result.elapsed_s,
+        "tokens_per_s": result.tokens_per_s,
+        "seed": result.seed,
+        "prompt_tokens_base": started.prompt_tokens_base,
+        "prompt_tokens_guide": started.prompt_tokens_guide,
+        "max_tokens": started.max_tokens,
+        "max_tokens_requested": started.max_tokens_requested,
+        "max_tokens_clamped": started.clamped,
+        "max_tokens_limit": started.max_tokens_limit,
+        "time_limit_s": started.time_limit_s,
+    }
+
+
+@dataclass
+class Exchange:
+    """One request in flight: what the response needs to know about it."""
+
+    kind: Literal["chat", "completion"]
+    model: str
+    settings: GenerationSettings
+    include_usage: bool
+    id: str = ""
+    created: int = 0
+
+    def __post_init__(self):
+        self.id = ("chatcmpl-" if self.kind == "chat" else "cmpl-") + uuid.uuid4().hex[:24]
+        self.created = int(time.time())
+
+    def body(self, text: str, started: Started, result: GenerationResult) -> dict:
+        finish = FINISH_REASONS[result.stop_reason]
+        if self.kind == "chat":
+            choice = {
+                "index": 0,
+                "message": {"role": "assistant", "content": text},
+                "logprobs": None,
+                "finish_reason": finish,
+            }
+        else:
+            choice = {"index": 0, "text": text, "logprobs": None, "finish_reason": finish}
+        return {
+            "id": self.id,
+            "object": "chat.completion" if self.kind == "chat" else "text_completion",
+            "created": self.created,
+            "model": self.model,
+            "system_fingerprint": None,
+            "choices": [choice],
+            "usage": usage(started, result),
+            "blendin": blendin_stats(started, result, self.settings),
+        }
+
+    def chunk(self, text: str | None = None, finish: str | None = None, first: bool = False) -> dict:
+        if self.kind == "chat":
+            delta: dict = {"role": "assistant", "content": ""} if first else ({} if text is None else {"content": text})
+            choice = {"index": 0, "delta": delta, "logprobs": None, "finish_reason": finish}
+            obj = "chat.completion.chunk"
+        else:
+            choice = {"index": 0, "text": text or "", "logprobs": None, "finish_reason": finish}
+            obj = "text_completion"
+        return {
+            "id": self.id,
+            "object": obj,
+            "created": self.created,
+            "model": self.model,
+            "system_fingerprint": None,
+            "choices": [choice],
+        }
+
+    def opening_chunk(self) -> dict:
+        return self.chunk(first=True) if self.kind == "chat" else self.chunk("")
+
+    def closing_chunks(self, tail: str, started: Started, result: GenerationResult) -> list[dict | str]:
+        """A stream's end: the text held back, the finish reason with the stats, the usage (in a
+        chunk of its own, OpenAI's form, when the client asked for it), then [DONE]."""
+        chunks: list[dict | str] = [self.chunk(tail)] if tail else []
+        last = self.chunk(finish=FINISH_REASONS[result.stop_reason])
+        last["blendin"] = blendin_stats(started, result, self.settings)
+        if not self.include_usage:
+            last["usage"] = usage(started, result)
+        chunks.append(last)
+        if self.include_usage:
+            usage_chunk = self.chunk()
+            usage_chunk["choices"] = []
+            usage_chunk["usage"] = usage(started, result)
+            chunks.append(usage_chunk)
+        chunks.append("[DONE]")
+        return chunks
+
+
+def error_chunk(error: ApiError) -> dict:
+    """An error in a stream that has begun (its status line is sent): OpenAI's error body as a chunk."""
+    return {"error": {"message": error.message, "type": error.type, "param": error.param, "code": error.code}}
+
+
+def sse(data: dict | str) -> dict:
+    return {"data": data if isinstance(data, str) else json.dumps(data, ensure_ascii=False, separators=(",", ":"))}

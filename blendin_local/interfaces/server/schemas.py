@@ -1,0 +1,235 @@
+"""The requests' JSON bodies and their checks, and their translation into what the engine takes
+(GenerationSettings, a prompt or a list of Messages).
+
+Everything a request supplies is hostile until checked: every string in it, keys and ignored
+fields included, must be text that UTF-8 can encode (a lone surrogate such as "\\ud800" is a 400
+naming the field); stop strings are bounded in number (MAX_STOPS) and length (MAX_STOP_CHARS).
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Sequence
+from typing import Annotated, Any, Literal, get_origin
+
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, create_model, model_validator
+from pydantic_core import PydanticCustomError
+
+from blendin_local.engine.prompts import Message, PromptFormatError
+from blendin_local.engine.settings import ALPHA_AUTO, GenerationSettings, value_type
+from blendin_local.interfaces.server.errors import ApiError, as_text, shown
+
+# Every GenerationSettings field is a request field of the same name (OpenAI's temperature, top_p,
+# max_tokens, stop and seed among them; BlendIn's own as extra body fields), except these: a
+# request's system prompt is its first message.
+NOT_REQUEST_FIELDS = ("system",)
+# OpenAI allows 4 stop strings. The text stream compares every stop string's prefixes with the
+# end of the text at each token: their number and length bound the time each token takes.
+MAX_STOPS = 16
+MAX_STOP_CHARS = 256
+_LONE_SURROGATE = re.compile("[\ud800-\udfff]")
+
+
+def lone_surrogate(data: Any) -> tuple[str, int] | None:
+    """The first string in a JSON value (dict keys included) that holds a lone surrogate, as (its
+    path, like messages[0].content, and the character's index); None if there is none.
+
+    Iterative: JSON nests as deep as the parser allowed, and a path is built only when one is found.
+    """
+    stack: list[tuple[Any, tuple | None]] = [(data, None)]  # (value, its path as (parent path, key))
+    while stack:
+        value, where = stack.pop()
+        if isinstance(value, str):
+            found = _LONE_SURROGATE.search(value)
+            if found:
+                return _path(where), found.start()
+        elif isinstance(value, dict):
+            for key in value:
+                found = _LONE_SURROGATE.search(key) if isinstance(key, str) else None
+                if found:
+                    return _path((where, key)), found.start()
+            stack.extend(reversed([(item, (where, key)) for key, item in value.items()]))
+        elif isinstance(value, list):
+            stack.extend(reversed([(item, (where, i)) for i, item in enumerate(value)]))
+    return None
+
+
+def _path(where: tuple | None) -> str:
+    keys = []
+    while where is not None:
+        where, key = where
+        keys.append(key)
+    path = ""
+    for key in reversed(keys):
+        path += f"[{key}]" if isinstance(key, int) else (f".{key}" if path else str(key))
+    return path or "body"
+
+
+class RequestBody(BaseModel):
+    """A request's JSON body. Fields this server has no use for (OpenAI clients send user, store,
+    ...) are allowed and ignored; but every string anywhere in the body must be text: a lone
+    surrogate (JSON allows "\\ud800") fails wherever the text is encoded, so it is refused here, once
+    for every field, rather than field by field."""
+
+    model_config = ConfigDict(extra="allow")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _all_strings_are_text(cls, data: Any) -> Any:
+        found = lone_surrogate(data) if isinstance(data, dict) else None
+        if found is not None:
+            where, index = found
+            # The path may hold the surrogate (a key): pydantic itself must be able to encode it.
+            raise PydanticCustomError(
+                "lone_surrogate",
+                "a lone surrogate at character {index} is not text (UTF-8 cannot encode it)",
+                {"param": as_text(where), "index": index},
+            )
+        return data
+
+
+def _whole_float_as_int(value: Any) -> Any:
+    # pydantic takes 5.0 for an int but not 1e30 (beyond 64 bits); a count that large is clamped later.
+    return int(value) if isinstance(value, float) and value.is_integer() else value
+
+
+WholeNumber = Annotated[int, BeforeValidator(_whole_float_as_int)]
+
+
+class OpenAIRequest(RequestBody):
+    """OpenAI's fields that are not generation settings."""
+
+    model: str | None = None
+    stream: bool = False
+    stream_options: dict[str, Any] | None = None
+    max_completion_tokens: WholeNumber | None = Field(None, description="OpenAI's newer name for max_tokens.")
+    n: WholeNumber | None = None
+
+
+# Request types that are wider than the settings' own: OpenAI's stop may be one string, and alpha
+# may be written "auto" (GenerationSettings reads it).
+WIDER_REQUEST_TYPES: dict[str, Any] = {"stop": str | list[str], "alpha": float | Literal[ALPHA_AUTO]}
+
+
+def request_type(name: str) -> Any:
+    """What a request may send for a settings field: its value type without the settings' checks
+    (those answer with a 400 naming the field), or null for the server's default. A whole float
+    counts as an int, and a method is any string (an unknown one is named in the 400)."""
+    kind = WIDER_REQUEST_TYPES.get(name, value_type(name))
+    if kind is int:
+        kind = WholeNumber
+    elif get_origin(kind) is Literal:
+        kind = str
+    return kind | None
+
+
+SETTINGS_FIELDS = tuple(name for name in GenerationSettings.model_fields if name not in NOT_REQUEST_FIELDS)
+# The fields that chat and completion requests share: OpenAI's, and one per generation setting.
+SamplingRequest: type[OpenAIRequest] = create_model(  # type: ignore[call-overload]  # fields built from the settings
+    "SamplingRequest",
+    __base__=OpenAIRequest,
+    __doc__="A request's sampling and blending fields; null or absent:"
+    " the server's default (the `blendin serve` options).",
+    **{
+        name: (request_type(name), Field(None, description=GenerationSettings.model_fields[name].description))
+        for name in SETTINGS_FIELDS
+    },
+)
+
+
+class ChatMessageIn(BaseModel):
+    model_config = ConfigDict(extra="allow")
+
+    role: str
+    content: str | list[dict[str, Any]] | None = None
+
+
+class ChatRequest(SamplingRequest):
+    messages: list[ChatMessageIn]
+
+
+class CompletionRequest(SamplingRequest):
+    prompt: str | list[str]
+    echo: bool | None = None
+    logprobs: int | None = None
+    suffix: str | None = None
+    best_of: int | None = None
+
+
+def request_stops(stop: str | list[str]) -> list[str]:
+    stops = [stop] if isinstance(stop, str) else list(stop)
+    if len(stops) > MAX_STOPS:
+        raise ApiError(400, f"stop has {len(stops)} strings; at most {MAX_STOPS} are allowed", param="stop")
+    for i, s in enumerate(stops):
+        if len(s) > MAX_STOP_CHARS:
+            raise ApiError(
+                400, f"stop[{i}] is {len(s)} characters long; at most {MAX_STOP_CHARS} are allowed", param="stop"
+            )
+    return stops
+
+
+def request_settings(body: SamplingRequest, defaults: GenerationSettings) -> GenerationSettings:
+    """The server's defaults with what the request sets; a value the settings refuse is a 400
+    naming the request's field."""
+    if body.n not in (None, 1):
+        raise ApiError(400, f"n={shown(body.n)} is not supported: this server writes one choice per request", param="n")
+    values = defaults.model_dump()
+    names = {name: name for name in values}
+    for name in SETTINGS_FIELDS:
+        value = getattr(body, name)
+        if value is not None:
+            values[name] = value
+    if body.max_completion_tokens is not None:
+        values["max_tokens"], names["max_tokens"] = body.max_completion_tokens, "max_completion_tokens"
+    stop = body.stop  # type: ignore[attr-defined]  # a field generated from the settings (SamplingRequest)
+    if stop is not None:
+        values["stop"] = request_stops(stop)
+    try:
+        return GenerationSettings(**values)
+    except ValidationError as e:
+        first = e.errors()[0]
+        where = names.get(str(first["loc"][0]), str(first["loc"][0])) if first["loc"] else "settings"
+        raise ApiError(400, f"invalid {where}: {first['msg']} (got {shown(first.get('input'))})", param=where) from None
+    except PromptFormatError as e:  # the server's own defaults were checked as it started: this is the request's
+        raise ApiError(400, str(e), param=e.field) from None
+
+
+def chat_messages(messages: Sequence[ChatMessageIn]) -> list[Message]:
+    """A chat request's messages as the engine takes them: text only, a system message only first,
+    and the user's last (the answer continues the conversation from there)."""
+    out: list[Message] = []
+    for i, m in enumerate(messages):
+        role = "system" if m.role == "developer" else m.role
+        if role not in ("system", "user", "assistant"):
+            raise ApiError(
+                400,
+                f"messages[{i}]: role {shown(m.role)} is not supported (system, user, assistant)",
+                param=f"messages[{i}].role",
+            )
+        if role == "system" and i > 0:
+            raise ApiError(
+                400,
+                f"messages[{i}]: a system message is supported only as the first message",
+                param=f"messages[{i}].role",
+            )
+        if isinstance(m.content, list):
+            parts = []
+            for part in m.content:
+                if part.get("type") != "text" or not isinstance(part.get("text"), str):
+                    raise ApiError(
+                        400, f"messages[{i}]: only text content parts are supported", param=f"messages[{i}].content"
+                    )
+                parts.append(part["text"])
+            content = "".join(parts)
+        else:
+            content = m.content or ""
+        out.append(Message(role, content))
+    if not out:
+        raise ApiError(400, "messages is empty", param="messages")
+    if out[-1].role != "user":
+        raise ApiError(
+            400,
+            "the last message must be the user's: the answer continues the conversation from there",
+            param="messages",
+        )
+    return out
