@@ -101,7 +101,9 @@ def package_dir(module: str, package: str) -> Path:
     return Path(next(iter(spec.submodule_search_locations)))
 
 
-def locate(entry: ModelEntry, verify: bool = True) -> Path:
+def locate(entry: ModelEntry, verify: bool = True, assemble: bool = True) -> Path:
+    """The entry's file; a chunk-packaged one is assembled on first use unless `assemble` is off
+    (then its absence is the error: `blendin doctor` reports and changes nothing)."""
     if entry.source == "wheel":
         path = package_dir(entry.module, entry.package) / entry.file
         if not path.is_file():
@@ -109,6 +111,9 @@ def locate(entry: ModelEntry, verify: bool = True) -> Path:
     elif entry.source == "chunks":
         path = models_dir() / entry.file
         if not path.is_file():
+            if not assemble:
+                package_dir(entry.module, entry.package)  # says so if the package is missing
+                raise BlendinError(f"not assembled yet: the first run that uses {entry.name} assembles it")
             path = _assemble(entry, path)
     else:
         raise BlendinError(f"registry entry '{entry.name}' has an unknown source '{entry.source}'")

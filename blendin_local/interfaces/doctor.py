@@ -87,7 +87,7 @@ def model_files() -> list[dict[str, Any]]:
             "problem": None,
         }
         try:
-            path = _registry_path(entry)
+            path = model_registry.locate(entry, verify=False, assemble=False)
             row.update(path=str(path), size=path.stat().st_size)
             listed.add(path.resolve())
             model_registry.verify_sha256(path, entry.sha256)
@@ -110,17 +110,6 @@ def model_files() -> list[dict[str, Any]]:
                 }
             )
     return rows
-
-
-def _registry_path(entry: model_registry.ModelEntry) -> Path:
-    """Where an entry's file is, without assembling chunk packages (doctor changes nothing)."""
-    if entry.source == "chunks":
-        path = model_registry.models_dir() / entry.file
-        if not path.is_file():
-            model_registry.package_dir(entry.module, entry.package)  # says so if the package is missing
-            raise BlendinError(f"not assembled yet: the first run that uses {entry.name} assembles it")
-        return path
-    return model_registry.locate(entry, verify=False)
 
 
 def probe_info(run_probe: bool) -> dict[str, Any]:

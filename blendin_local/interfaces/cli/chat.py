@@ -13,7 +13,6 @@ from blendin_local.interfaces.cli.options import (
     SOURCE_COLOURS,
     checked_settings,
     generation_options,
-    load_pair,
     model_options,
 )
 
@@ -73,15 +72,15 @@ def terminal_lines(interactive: bool) -> Iterator[str]:
     help="Start with /trace on: pieces coloured by who decided them (base plain, blend yellow, guide green).",
 )
 @model_options
-def chat(settings_values, trace, base, guide, anti, ctx_size, threads, gpu_layers, repack):
+def chat(settings_values, trace, models):
     """Chat with a blended pair in the terminal, turn after turn.
 
     Type a question, or a command: /trace on|off, /method NAME, /gamma X, /alpha X|auto, /reset,
     /save FILE, /settings, /help, /exit. Ctrl-C stops the current answer (what was written stays
     in the history); Ctrl-D leaves. Lines can also be piped in on stdin.
     """
-    settings = checked_settings(settings_values, anti)
-    pair = load_pair(base, guide, anti, ctx_size, threads, gpu_layers, repack)
+    settings = checked_settings(settings_values, models.anti)
+    pair = models.load()
     interactive = sys.stdin.isatty()
     try:
         if interactive:

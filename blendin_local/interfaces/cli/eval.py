@@ -15,7 +15,7 @@ from blendin_local.eval.datasets import DATASETS, DEFAULT_SEED, load_dataset, re
 from blendin_local.eval.judge import Judge
 from blendin_local.eval.runner import run_samples
 from blendin_local.eval.runs import RunFolder
-from blendin_local.interfaces.cli.options import generation_options, load_pair, model_options
+from blendin_local.interfaces.cli.options import generation_options, model_options
 
 
 def parse_methods(text: str, with_anti: bool) -> list[str]:
@@ -98,13 +98,7 @@ def eval_group(
     judge_model,
     loglik,
     no_progress,
-    base,
-    guide,
-    anti,
-    ctx_size,
-    threads,
-    gpu_layers,
-    repack,
+    models,
 ):
     """Run the paper's experiments on a benchmark: `blendin eval --dataset gsm8k --limit 200 --out runs/gsm8k`."""
     if ctx.invoked_subcommand is not None:
@@ -115,15 +109,15 @@ def eval_group(
         raise BlendinError("--judge-url and --judge-model go together")
     common = settings_values  # recorded in the run's configuration, which --resume compares
     GenerationSettings.checked(**common)  # a bad number is one line before the data and the models load
-    method_list = parse_methods(methods, anti is not None)
+    method_list = parse_methods(methods, models.anti is not None)
     items = sample_items(load_dataset(dataset, resolve_data_dir(data_dir)), limit, sample_seed)
     judge = None
     if judge_url:
         judge = Judge(judge_url, judge_model)
         judge.check()
     # N pairs split the threads: llama.cpp's spinning threads slow ~10x when they outnumber cores.
-    share = threads if jobs == 1 else max(1, (threads or default_threads()) // jobs)
-    pairs = [load_pair(base, guide, anti, ctx_size, share, gpu_layers, repack) for _ in range(jobs)]
+    share = models.threads if jobs == 1 else max(1, (models.threads or default_threads()) // jobs)
+    pairs = [models.load(threads=share) for _ in range(jobs)]
     config = {
         "format": 1,
         "dataset": dataset,
@@ -133,7 +127,7 @@ def eval_group(
         "base": model_identity(pairs[0].base),
         "guide": model_identity(pairs[0].guide),
         "anti": model_identity(pairs[0].anti) if pairs[0].anti else None,
-        "settings": {**common, "ctx_size": ctx_size},
+        "settings": {**common, "ctx_size": models.ctx_size},
         "judge": {"url": judge_url, "model": judge_model} if judge else None,
     }
     if any(item.choices for item in items):
@@ -177,9 +171,7 @@ def eval_report(run_dirs, out):
 @generation_options(include=("max_tokens", "gamma"), defaults={"max_tokens": 128})
 @click.option("--json", "as_json", is_flag=True, help="Print the diagnosis as one JSON object.")
 @model_options
-def diagnose(
-    dataset, limit, data_dir, settings_values, as_json, base, guide, anti, ctx_size, threads, gpu_layers, repack
-):
+def diagnose(dataset, limit, data_dir, settings_values, as_json, models):
     """Before a long run: is this pair worth it? Exit code 0 worth it, 3 borderline, 4 not worth it."""
     import json
 
@@ -189,7 +181,7 @@ def diagnose(
     GenerationSettings.checked(**settings_values)  # before the data and the models load
     max_tokens, gamma = settings_values["max_tokens"], settings_values["gamma"]
     items = sample_items(load_dataset(dataset, resolve_data_dir(data_dir)), limit)
-    pair = load_pair(base, guide, anti, ctx_size, threads, gpu_layers, repack)
+    pair = models.load()
     coverage = pair.bridge.stats().as_dict()
     records: dict[str, list[dict]] = {"blendin": [], "nudging": []}
     folder = InMemoryRun(dataset)

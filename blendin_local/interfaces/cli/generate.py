@@ -14,7 +14,6 @@ from blendin_local.interfaces.cli.options import (
     SOURCE_COLOURS,
     checked_settings,
     generation_options,
-    load_pair,
     model_options,
 )
 from blendin_local.pair import BlendPair
@@ -40,18 +39,12 @@ def generate(
     trace,
     as_json,
     no_stream,
-    base,
-    guide,
-    anti,
-    ctx_size,
-    threads,
-    gpu_layers,
-    repack,
+    models,
 ):
     """Generate an answer to PROMPT with one of the paper's methods."""
     text = read_prompt(prompt_arg, prompt)
-    settings = checked_settings(settings_values, anti)
-    pair = load_pair(base, guide, anti, ctx_size, threads, gpu_layers, repack)
+    settings = checked_settings(settings_values, models.anti)
+    pair = models.load()
     streaming = not (no_stream or as_json)
     result = run_generation(pair, text, settings, stream=streaming, trace=trace)
     if streaming and not result.text.endswith("\n"):

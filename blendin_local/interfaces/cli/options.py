@@ -11,6 +11,7 @@ from __future__ import annotations
 import functools
 import math
 from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any, Literal, get_args, get_origin
 
 import annotated_types
@@ -211,8 +212,35 @@ def checked_settings(settings_values: dict[str, Any], anti: str | None) -> Gener
 # -- the models --------------------------------------------------------------------------------
 
 
+@dataclass(frozen=True)
+class ModelChoice:
+    """What the model options of a command name: the files, and how llama.cpp loads them."""
+
+    base: str | None
+    guide: str | None
+    anti: str | None
+    ctx_size: int
+    threads: int | None
+    gpu_layers: int
+    repack: str | None
+
+    def load(self, threads: int | None = None) -> BlendPair:
+        """The pair these options name (local, remote or mixed), with `threads` if given."""
+        options = LoadOptions(
+            n_ctx=self.ctx_size, n_threads=threads or self.threads, gpu_layers=self.gpu_layers, repack=self.repack
+        )
+        return pair.load_pair(self.base, self.guide, self.anti, options, remote_settings())
+
+
 def model_options(f):
-    """Options shared by every command that loads a pair."""
+    """Options shared by every command that loads a pair; the command receives them as one
+    ModelChoice, `models`."""
+
+    @functools.wraps(f)
+    def with_models(*args, base, guide, anti, ctx_size, threads, gpu_layers, repack, **kwargs):
+        return f(*args, models=ModelChoice(base, guide, anti, ctx_size, threads, gpu_layers, repack), **kwargs)
+
+    command = with_models
     for option in reversed(
         [
             click.option("--base", help="Base model: registry name or GGUF path [default: the default pair's]."),
@@ -250,8 +278,8 @@ def model_options(f):
             *remote_options(),
         ]
     ):
-        f = option(f)
-    return f
+        command = option(command)
+    return command
 
 
 REMOTE_META = "blendin.remote"
@@ -262,7 +290,7 @@ REMOTE_FIELDS = {"remote_top_k": "top_k", "remote_timeout": "timeout", "remote_r
 
 def remote_options() -> list:
     """--base-url and friends: a model on an OpenAI-compatible server (backends/remote.py). They are
-    kept in the click context (not passed to each command) and read by load_pair."""
+    kept in the click context (not passed to each command) and read by ModelChoice.load."""
 
     def keep(ctx, param, value):
         field = REMOTE_FIELDS.get(param.name, param.name)
@@ -331,9 +359,3 @@ def remote_settings():
     values = dict(ctx.meta.get(REMOTE_META, {})) if ctx is not None else {}
     # The options' defaults arrive through their callbacks, so `values` is complete or empty.
     return RemoteSettings(**values)
-
-
-def load_pair(base, guide, anti, ctx_size, threads, gpu_layers, repack) -> BlendPair:
-    """The pair the model options name."""
-    options = LoadOptions(n_ctx=ctx_size, n_threads=threads, gpu_layers=gpu_layers, repack=repack)
-    return pair.load_pair(base, guide, anti, options, remote_settings())

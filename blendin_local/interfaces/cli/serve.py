@@ -11,7 +11,7 @@ from urllib.parse import urlsplit
 import click
 
 from blendin_local.errors import BlendinError, install_hint
-from blendin_local.interfaces.cli.options import checked_settings, generation_options, load_pair, model_options
+from blendin_local.interfaces.cli.options import checked_settings, generation_options, model_options
 
 SERVER_EXTRA_HINT = f"blendin serve needs the server extra: {install_hint('server')}"
 # server.py's DEFAULT_MAX_REQUEST_BYTES, DEFAULT_MAX_TOKENS_LIMIT and DEFAULT_REQUEST_TIMEOUT_S,
@@ -169,13 +169,7 @@ def serve(
     api_key,
     docs,
     settings_values,
-    base,
-    guide,
-    anti,
-    ctx_size,
-    threads,
-    gpu_layers,
-    repack,
+    models,
 ):
     """Serve the pair with an OpenAI-compatible API: /v1/models, /v1/completions, /v1/chat/completions.
 
@@ -189,14 +183,14 @@ def serve(
         from blendin_local.interfaces.server.app import LOOPBACK_HOSTS, create_app, model_id_for
     except ImportError:
         raise BlendinError(SERVER_EXTRA_HINT) from None
-    defaults = checked_settings(settings_values, anti)
+    defaults = checked_settings(settings_values, models.anti)
     sock = listen(host, port)
     try:
-        pair = load_pair(base, guide, anti, ctx_size, threads, gpu_layers, repack)
+        pair = models.load()
         worker = None
         try:
-            aliases = ["blendin", f"blendin:{guide or 'default'}->{base or 'default'}"]
-            if base is None and guide is None:
+            aliases = ["blendin", f"blendin:{models.guide or 'default'}->{models.base or 'default'}"]
+            if models.base is None and models.guide is None:
                 aliases.append("default")
             loopback = is_loopback(host)
             app = create_app(
