@@ -206,14 +206,19 @@ class KernelGate:
             return setting == "on"
         with self._lock:
             if self._verdict is None:
-                self._verdict = self._decide(models, cache_dir or models_dir())
+                verdict = self._decide(models, cache_dir or models_dir())
+                if verdict is None:
+                    return True  # no model loads here (a pair on servers): the first local load decides
+                self._verdict = verdict
             return self._verdict.runs
 
-    def _decide(self, models: Sequence[Path], cache_dir: Path) -> ProbeVerdict:
+    def _decide(self, models: Sequence[Path], cache_dir: Path) -> ProbeVerdict | None:
         key = self._key()
         verdict = read_cached(cache_dir, key)
         if verdict is not None:
             return verdict  # said when it was found; `blendin doctor` says it again
+        if not models:
+            return None
         model = min(models, key=lambda p: p.stat().st_size)
         verdict = run_probe(self._command(model), model)
         if verdict.outcome in ("ok", "crash"):

@@ -77,6 +77,17 @@ def test_a_forced_setting_never_probes(tmp_path, model_file, setting, expected):
     assert not marker.exists() and probe.verdict is None
 
 
+def test_with_no_local_model_nothing_is_probed_until_one_loads(tmp_path, model_file):
+    """A pair whose models all run on servers loads nothing here: no probe, no verdict; the first
+    local load of the process still probes."""
+    notices = []
+    probe = gate(DIES_BY_SIGSEGV, notices)
+    assert probe.allows_extra_buffers("auto", [], tmp_path) is True
+    assert probe.verdict is None and read_cached(tmp_path, "build-and-cpu") is None
+    assert probe.allows_extra_buffers("auto", [model_file], tmp_path) is False
+    assert probe.verdict.outcome == "crash" and len(notices) == 1
+
+
 def test_the_probe_uses_the_smallest_model(tmp_path):
     small, large = tmp_path / "small.gguf", tmp_path / "large.gguf"
     small.write_bytes(b"GGUF" + bytes(10))
