@@ -5,6 +5,7 @@ benchmark's figures live in docs/performance.md with the commands that produced 
 """
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -20,6 +21,10 @@ PARTS = ("base forward", "guide forward", "bridge + blend math", "tokenization/s
 
 @pytest.fixture(scope="module")
 def smoke(tmp_path_factory):
+    # The benchmark's prompts come from the evaluation data, as in the eval tests that skip without it.
+    data = Path(os.environ.get("BLENDIN_DATA_DIR") or ROOT.parent / "shared" / "data")
+    if not data.is_dir():
+        pytest.skip(f"benchmark data not found at {data}")
     out = tmp_path_factory.mktemp("bench")
     cmd = [
         sys.executable,
