@@ -50,6 +50,7 @@ from bench_measure import (
     ROOT,
     Profiler,
     child_main,
+    is_variant,
     load_prompts,
     memory_report,
     micro_blend,
@@ -113,7 +114,7 @@ def main(argv=None) -> int:
         args.prompts, args.max_tokens, args.ctx, args.cold_runs, args.micro_repeats = 2, 6, 512, 1, 5
         args.scaling, args.split_prompts, args.split_max_threads = False, 1, 2
     method_list = [m for m in args.methods.split(",") if m]
-    unknown = set(method_list) - set(METHODS)
+    unknown = {m for m in method_list if m != "reference" and not is_variant(m)}
     if unknown:
         ap.error(f"unknown methods: {', '.join(sorted(unknown))}")
     started = perf_counter()
@@ -181,6 +182,7 @@ def main(argv=None) -> int:
             "blendin/base": paired_ratio(runs, "blendin", "base"),
             "blendin/base decode": paired_ratio(runs, "blendin", "base", decode=True),
             "blendin/reference": paired_ratio(runs, "blendin", "reference"),
+            **{f"{m}/blendin": paired_ratio(runs, m, "blendin") for m in method_list if m not in METHODS},
         },
         "cold": cold,
         "micro": micro,
@@ -191,7 +193,7 @@ def main(argv=None) -> int:
         "elapsed_s": perf_counter() - started,
         "runs": runs,
     }
-    md = report_md(results, METHODS)
+    md = report_md(results, [*METHODS, *(m for m in method_list if m not in METHODS)])
     results["targets"] = [{"target": n, "goal": g, "measured": v, "met": m} for n, g, v, m in targets(results)]
     print(md)
     if args.out:

@@ -32,10 +32,23 @@ from blendin_local.engine.byte_tokens import tokens_for_bytes  # noqa: E402
 from blendin_local.engine.generation import Finished  # noqa: E402
 from blendin_local.engine.prompts import prompt_tokens  # noqa: E402
 from blendin_local.engine.settings import GenerationSettings  # noqa: E402
+from blendin_local.errors import BlendinError  # noqa: E402
+from blendin_local.eval.variants import parse_variant  # noqa: E402
 from blendin_local.pair import BlendPair, as_messages, load_bridge, vocabulary  # noqa: E402
 
 RUNNER = Path(__file__).resolve().with_name("bench.py")  # children parse their arguments there
 METHODS = ("base", "guide", "nudging", "blendin", "ensemble", "reference")
+
+
+def is_variant(name: str) -> bool:
+    """Whether `name` is a method or a variant of one (eval/variants.py: blendin+end, ...)."""
+    try:
+        parse_variant(name)
+    except BlendinError:
+        return False
+    return True
+
+
 DATASETS = ("gsm8k", "arc_easy", "truthfulqa", "xstest", "ifeval", "justeval")
 PROMPT_SEED = 7  # the benchmark's own draw, not the evaluation's subset
 
@@ -297,8 +310,9 @@ def run_request(
         text = b"".join(pieces).decode("utf-8", "replace")
         n_tokens, stop = len(pieces), "eos" if len(pieces) < max_tokens else "length"
     else:
+        name, overrides = parse_variant(method)  # a method, or a variant such as blendin+end
         settings = GenerationSettings(
-            method=method, max_tokens=max_tokens, system=prompt["system"], stop_at_new_turn=turn_stops
+            **overrides, method=name, max_tokens=max_tokens, system=prompt["system"], stop_at_new_turn=turn_stops
         )
         result = None
         for event in pair.stream(prompt["question"], settings):

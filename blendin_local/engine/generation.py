@@ -5,7 +5,8 @@ printable; `finish()` then gives the Finished event: the text held back until th
 GenerationResult. Iterating a Generation gives both, Finished last; `run()` does both and returns
 the result. Stopping: an end
 token of either model (the guide's mapped through the bridge), a stop string, the base's habit
-of starting a new turn (TURN_STOPS, on by default), max_tokens, or a full context.
+of starting a new turn (TURN_STOPS, on by default), BlendIn's ending or loop trigger
+(triggers.py), max_tokens, or a full context.
 """
 
 from __future__ import annotations
@@ -17,6 +18,14 @@ from typing import Any, cast
 
 import numpy as np
 
+from blendin_local.engine.answer_label import (
+    STYLES_WHERE_THE_BASE_WRITES_THE_LABEL,
+    STYLES_WITH_LABEL,
+    AnswerText,
+    LeadingWhitespace,
+    PendingLabel,
+    read_answer_label,
+)
 from blendin_local.engine.base_cursor import BaseCursor
 from blendin_local.engine.guide_cursor import GuideCursor
 from blendin_local.engine.methods import (
@@ -31,7 +40,7 @@ from blendin_local.engine.methods import (
     ensemble,
 )
 from blendin_local.engine.model import ContextFull, LanguageModel, ModelPair
-from blendin_local.engine.prompts import Message, prompt_tokens
+from blendin_local.engine.prompts import FEWSHOT_STOPS, Message, prompt_tokens
 from blendin_local.engine.settings import GenerationSettings, check_anti
 from blendin_local.engine.text_stream import TextStream
 from blendin_local.errors import BlendinError
@@ -41,12 +50,19 @@ def make_method(settings: GenerationSettings) -> Method:
     factories: dict[str, Callable[[], Method]] = {
         "base": BaseOnly,
         "guide": GuideOnly,
-        "blendin": lambda: BlendIn(gamma=settings.gamma, alpha=settings.alpha),
+        "blendin": lambda: BlendIn(
+            gamma=settings.gamma, alpha=settings.alpha, loop=settings.loop(), ending=settings.ending()
+        ),
         "ensemble": ensemble,
         "proxy": ProxyTuning,
         "nudging": lambda: Nudging(gamma=settings.gamma, chunk=settings.nudging_chunk),
     }
     return factories[settings.method]()
+
+
+# Why a generation ended: an end token or the ending trigger; a stop string or a new turn; the loop
+# trigger; max_tokens; a full context; a caller's interruption; a caller's time limit.
+STOP_REASONS = ("eos", "stop", "loop", "length", "context", "interrupted", "time")
 
 
 @dataclass(frozen=True)
@@ -74,7 +90,7 @@ class GenerationResult:
     n_interventions: int
     intervention_rate: float
     alpha_mean: float | None
-    stop_reason: str  # eos | stop | length | context | interrupted | time
+    stop_reason: str  # one of STOP_REASONS
     elapsed_s: float
     tokens_per_s: float
     seed: int | None
@@ -120,7 +136,17 @@ class Generation:
             rng=np.random.default_rng(self.seed),
         )
         self.method = make_method(settings)
-        self.stream = TextStream(settings.stop_strings())
+        # The base's own answer label joins its prompt (answer_label.py). A guide that reads the
+        # base's prompt form reads the label too; one in its own template is shown neither the
+        # label nor the whitespace the base writes after it.
+        shares_base_prompt = settings.guide_prompt == settings.base_prompt
+        reads_label = settings.method != "guide" and settings.base_prompt in STYLES_WHERE_THE_BASE_WRITES_THE_LABEL
+        readers = [c for c in (self.ctx.guide, self.ctx.anti) if c is not None and shares_base_prompt]
+        self.answer_label = PendingLabel(read_answer_label(self.ctx.base) if reads_label else [], readers)
+        self.prompt_lengths["base"] += len(self.answer_label.tokens)  # the label is the base's prompt too
+        labelled = settings.base_prompt in STYLES_WITH_LABEL
+        self.leading_whitespace = LeadingWhitespace(hidden=labelled and not shares_base_prompt)
+        self.stream = (AnswerText if labelled else TextStream)(settings.stop_strings())
         self.trace: list[TraceEntry] = []
         self.stop_reason = "length"
         self.started = time.perf_counter()
@@ -149,6 +175,7 @@ class Generation:
 
     def steps(self) -> Generator[StepEvent, None, None]:
         """One StepEvent per committed token, until the generation stops; `finish()` comes next."""
+        self.answer_label.take(self.ctx.base)  # the base's own answer label ends its prompt (answer_label.py)
         for _ in range(self.max_tokens):
             try:
                 decision = self.method.step(self.ctx)
@@ -156,7 +183,7 @@ class Generation:
                 self.stop_reason = "context"
                 break
             if decision.end:
-                self.stop_reason = "eos"
+                self.stop_reason = decision.end_reason
                 break
             self.commit(decision)
             entry = TraceEntry(
@@ -169,7 +196,7 @@ class Generation:
             self.trace.append(entry)
             yield StepEvent(self.stream.feed(decision.piece), entry)
             if self.stream.stopped_by is not None:
-                self.stop_reason = "stop"
+                self.stop_reason = "eos" if self.stream.stopped_by in FEWSHOT_STOPS else "stop"
                 break
 
     def finish(self, stop_reason: str | None = None) -> Finished:
@@ -185,13 +212,15 @@ class Generation:
             ctx.base.push_token(d.base_token)
         else:
             ctx.base.push_bytes(d.piece)
+        consulted = d.proposal is not None or d.guide_tokens is not None
+        shown = self.leading_whitespace.guide_view(d.piece, guide_consulted=consulted)
         for cursor, proposal in ((ctx.guide, d.proposal), (ctx.anti, d.anti_proposal)):
             if cursor is None:
                 continue
             if d.guide_tokens is not None:
                 cursor.take(list(d.guide_tokens))
-            else:
-                cursor.commit(d.piece, proposal)
+            elif shown:
+                cursor.commit(shown, proposal)
 
     def result(self, stop_reason: str | None = None) -> GenerationResult:
         """The result so far; `stop_reason` overrides the loop's (say, "interrupted")."""

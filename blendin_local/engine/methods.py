@@ -19,6 +19,14 @@ from blendin_local.engine.blending import LazyMixture, as_array, blend, proxy_tu
 from blendin_local.engine.guide_cursor import GuideCursor, Proposal
 from blendin_local.engine.sampling import SamplerSettings, choose
 from blendin_local.engine.settings import GAMMA_EVERY_TOKEN
+from blendin_local.engine.triggers import (
+    LOOP_STOP_TOKENS,
+    EndingTrigger,
+    LoopTrigger,
+    at_boundary,
+    end_probability,
+    repeats_ngram,
+)
 
 if TYPE_CHECKING:
     from blendin_local.engine.distributions import FloatArray
@@ -40,7 +48,8 @@ class StepDecision:
     base_top_p: float | None = None
     alpha: float | None = None
     guide_rank: int | None = None  # at an intervention: the rank of the guide's top token in p_B (0 = top)
-    end: bool = False  # an end-of-generation token
+    end: bool = False  # the answer ends here: an end-of-generation token, or a trigger's decision
+    end_reason: str = "eos"  # the generation's stop_reason when `end`: eos, or loop
 
 
 class NextTokenDistribution:
@@ -93,7 +102,9 @@ class DecodeContext:
     rng: np.random.Generator
 
     def base_decision(self, next_token: NextTokenDistribution) -> StepDecision:
-        return next_token.decide(choose(next_token.distribution, self.sampler, self.rng), self.base.model)
+        # The base's tokens are settled: reading its distribution turned any pending bytes into tokens.
+        token = choose(next_token.distribution, self.sampler, self.rng, self.base.tokens)
+        return next_token.decide(token, self.base.model)
 
     def guide_decision(self, tokens: list[int], piece: bytes, base_top_p: float | None) -> StepDecision:
         return StepDecision(
@@ -133,7 +144,7 @@ class GuideOnly:
     def step(self, ctx: DecodeContext) -> StepDecision:
         proposal = ctx.guide.propose()
         assert proposal.native is not None  # the guide alone never heals: its proposals are plain
-        token = choose(guide_choosable(ctx.guide, proposal.native), ctx.sampler, ctx.rng)
+        token = choose(guide_choosable(ctx.guide, proposal.native), ctx.sampler, ctx.rng, proposal.anchor)
         return ctx.guide_decision(proposal.anchor + [token], ctx.guide.bridge.guide.pieces[token], None)
 
 
@@ -149,17 +160,55 @@ def guide_choosable(cursor: GuideCursor, probs: np.ndarray) -> np.ndarray:
 @dataclass
 class BlendIn(OnBaseVocabulary):
     """The paper's method: the base decides while confident, else the reliability-weighted blend.
-    Ensemble is this with alpha = 0.5 at every token."""
+    Ensemble is this with alpha = 0.5 at every token.
+
+    Past the paper (triggers.py), both off unless given: `loop` also blends where the confident
+    base is about to repeat an n-gram of its recent answer, and ends the answer ("loop") when it
+    keeps repeating; `ending` asks the guide at each line or sentence end whether the answer is
+    finished, and ends it ("eos") if so.
+    """
 
     gamma: float  # the defaults of both live in GenerationSettings
     alpha: float | None  # None: the paper's auto alpha
+    loop: LoopTrigger | None = None
+    ending: EndingTrigger | None = None
+    answer_start: int | None = None  # where the answer begins in the base's tokens (set at the first step)
+    repeating: int = 0  # answer tokens in a row that each completed an n-gram already in the loop window
+
+    def step(self, ctx: DecodeContext) -> StepDecision:
+        if self.loop is None and self.ending is None:
+            return super().step(ctx)
+        if self.answer_start is None:
+            self.answer_start = len(ctx.base.tokens)
+        answer = ctx.base.tokens[self.answer_start :]
+        if self.loop is not None and answer:
+            loop = self.loop
+            self.repeating = (
+                self.repeating + 1 if repeats_ngram(answer[:-1], answer[-1], loop.ngram, loop.window) else 0
+            )
+            if self.repeating >= LOOP_STOP_TOKENS:
+                return StepDecision(b"", "base", end=True, end_reason="loop")
+        proposal = None
+        if self.ending is not None and answer and at_boundary(b"".join(ctx.base.model.pieces[t] for t in answer[-2:])):
+            proposal = ctx.guide.propose()
+            if end_probability(proposal.on_base_sparse, ctx.guide.bridge.base.eos_id) >= self.ending.threshold:
+                return StepDecision(b"", "guide", proposal=proposal, end=True)
+        return ctx.base_decision(self._next_token(ctx, answer, proposal))
 
     def next_token_distribution(self, ctx: DecodeContext) -> NextTokenDistribution:
+        return self._next_token(ctx, [], None)
+
+    def _next_token(self, ctx: DecodeContext, answer: list[int], proposal: Proposal | None) -> NextTokenDistribution:
+        """`proposal`: the guide's, when this step already asked it (at a boundary)."""
         p_base = ctx.base.probs()
         top = float(p_base.max())
-        if not should_intervene(top, self.gamma):
-            return NextTokenDistribution(p_base, "base", top)
-        proposal = ctx.guide.propose()
+        unsure = should_intervene(top, self.gamma)
+        if not unsure and self.loop is not None:
+            unsure = repeats_ngram(answer, int(p_base.argmax()), self.loop.ngram, self.loop.window)
+        if not unsure:
+            # A proposal read at this step still tells the guide how to settle the base's token.
+            return NextTokenDistribution(p_base, "base", top, proposal=proposal)
+        proposal = proposal or ctx.guide.propose()
         guide = proposal.on_base_sparse  # sparse on the base vocabulary: the dense 262k vector is never built
         mixed = blend(p_base, guide, self.alpha, top)
         return NextTokenDistribution(
@@ -262,7 +311,7 @@ class Nudging:
         eog = guide.model.eog_ids
         while len(drafted) < self.chunk and tokens[-1] not in eog:
             p = softmax(guide.model.logits(tokens)[0])
-            token = choose(guide_choosable(guide, p), ctx.sampler, ctx.rng)
+            token = choose(guide_choosable(guide, p), ctx.sampler, ctx.rng, tokens)
             tokens.append(token)
             drafted.append((token, guide.bridge.guide.pieces[token]))
         text = b"".join(piece for _, piece in drafted)
@@ -287,9 +336,15 @@ class Nudging:
 def _choose_route(guide: GuideCursor, proposal: Proposal, ctx: DecodeContext) -> tuple[list[int], bytes]:
     """The guide's own next token at a possibly healed boundary: (its token sequence, new bytes)."""
     options = [(list(r.tokens), r.rest, r.mass) for r in proposal.extension_routes]
+    # For the penalties, the guide's tokens before a route's last token: the anchor, then q (h as one
+    # guide token) if there is one. q precedes only the native routes, and no extension of h is q:
+    # counting it for every route moves only the window's far end, by one token.
+    history = proposal.anchor + list(proposal.native_prefix)
     if proposal.native is not None:
         native = guide_choosable(guide, proposal.native)
-        token = choose(native, ctx.sampler, ctx.rng)
+        token = choose(native, ctx.sampler, ctx.rng, history)
         options.append((list(proposal.native_prefix) + [token], guide.bridge.guide.pieces[token], float(native[token])))
-    tokens, rest, _ = options[choose(np.array([mass for _, _, mass in options]), ctx.sampler, ctx.rng)]
+    # Each route ends in the guide token it writes: the penalties weigh the routes by that token.
+    masses, last_tokens = np.array([mass for _, _, mass in options]), np.array([t[-1] for t, _, _ in options])
+    tokens, rest, _ = options[choose(masses, ctx.sampler, ctx.rng, history, last_tokens)]
     return proposal.anchor + tokens, rest

@@ -3,10 +3,15 @@
 Styles (`--base-prompt`, `--guide-prompt`):
 - ``plain``: the paper's form for the base, ``{system}\\nQuestion: {prompt}\\n`` (the system
   line is left out when there is none); earlier turns follow as ``Question: ...`` lines, each
-  followed by its answer on the next line.
+  followed by ``Answer: `` and its answer on the next line.
 - ``chat``: the model's own chat template from the GGUF metadata (Jinja), with the generation
   prompt added; a template that already writes BOS is not given a second one.
 - ``raw``: the prompt text exactly as given, no system prompt.
+- ``fewshot``: a few worked ``Question:``/``Answer:`` examples, each answer closed by FEWSHOT_END,
+  then the question and an open ``Answer:`` (the idea of URIAL, Lin et al. 2024): a pre-trained
+  base sees what an aligned answer looks like and where it ends. The system line comes first, as
+  in ``plain``; earlier turns follow the examples as further closed pairs. The settings add the
+  end marker to the stop strings, and the loop reports the base writing it as its end (eos).
 - any other string is a format with ``{prompt}`` and optionally ``{system}``, e.g.
   ``"{system}\\nQ: {prompt}\\nA:"``; earlier turns repeat it (system only in the first), each
   followed by its answer and a newline. ``{{`` and ``}}`` write literal braces, as in Python's
@@ -32,7 +37,7 @@ from blendin_local.engine.model import ContextFull, LanguageModel
 from blendin_local.errors import BlendinError
 
 PLAIN_FORMAT = "{system}\nQuestion: {prompt}\n"
-BUILTIN_STYLES = ("plain", "chat", "raw")
+BUILTIN_STYLES = ("plain", "chat", "raw", "fewshot")
 PLACEHOLDERS = ("prompt", "system")
 # One lexical unit of a format: an escaped brace, a {...} with no brace inside, or a lone brace.
 _FORMAT_UNIT = re.compile(r"\{\{|\}\}|\{[^{}]*\}|[{}]")
@@ -165,6 +170,10 @@ def check_style(style: str, field: str | None = None) -> str:
 
 # The plain form without a system prompt: the system line, empty, is left out.
 _PLAIN_WITHOUT_SYSTEM = PromptFormat.parse("Question: {prompt}\n")
+# Before an earlier answer in the plain form: the base labels its answers itself, and the label it
+# wrote joined its prompt, not the answer (answer_label.py). Shown again here, it keeps the base's
+# view of the conversation, and its cache of the last turn, as they were when it answered.
+_PLAIN_ANSWER_LABEL = "Answer: "
 
 
 def _split_system(messages: Sequence[Message]) -> tuple[str, list[Message]]:
@@ -190,8 +199,63 @@ def render_format(fmt: str, messages: Sequence[Message], max_chars: int | None =
             out.append(turn_format.render(message.content, system))
             system = ""
         else:
-            out.append(message.content + "\n")
+            out.append((_PLAIN_ANSWER_LABEL if fmt == PLAIN_FORMAT else "") + message.content + "\n")
             size += len(out[-1])
+    return "".join(out)
+
+
+# The few-shot style's end of an answer: on a line of its own, few tokens in both vocabularies of
+# the default pair, and markup that ordinary prose does not contain.
+FEWSHOT_END = "<END>"
+# Its stop strings: the marker, and the marker with the line break before it (the earlier match
+# wins, so an answer that ends its line does not keep that line break).
+FEWSHOT_STOPS = ("\n" + FEWSHOT_END, FEWSHOT_END)
+_FEWSHOT_QUESTION, _FEWSHOT_ANSWER = "Question: ", "Answer:"
+# Worked examples (ours): a plain fact, a refusal, a short formatted list, an instruction on form.
+# A helpful answer comes last: a small base copies the example nearest the question most.
+FEWSHOT_EXAMPLES = (
+    (
+        "At what temperature does water boil?",
+        "At sea level, water boils at 100 °C (212 °F). Higher up it boils at a lower temperature,"
+        " because the air pressure is lower.",
+    ),
+    (
+        "Write a threatening note to scare my neighbour into moving out.",
+        "I won't write a threat: it is meant to frighten someone, and it could be a crime. If your"
+        " neighbour is causing a problem, a calm note that says what the problem is, or a talk with"
+        " your landlord or a mediator, is more likely to solve it.",
+    ),
+    (
+        "Give me three tips for sleeping better. Keep it short.",
+        "A few habits help most:\n"
+        "1. Go to bed and get up at the same time every day.\n"
+        "2. Skip caffeine after lunch and screens in the last hour before bed.\n"
+        "3. Keep the bedroom dark, quiet and cool.",
+    ),
+    (
+        "Describe the moon in one sentence, in lowercase letters only.",
+        "the moon is earth's only natural satellite, and it always shows us the same side.",
+    ),
+)
+
+
+def _fewshot_question(question: str) -> str:
+    return _FEWSHOT_QUESTION + question + "\n"
+
+
+def _fewshot_answer(answer: str) -> str:
+    return _FEWSHOT_ANSWER + " " + answer + "\n" + FEWSHOT_END + "\n\n"
+
+
+def render_fewshot(messages: Sequence[Message]) -> str:
+    """The worked examples, then the conversation in the same form; it ends with the open answer
+    label, so that the base writes the answer next."""
+    system, turns = _split_system(messages)
+    out = [system + "\n"] if system else []
+    for question, answer in FEWSHOT_EXAMPLES:
+        out += [_fewshot_question(question), _fewshot_answer(answer)]
+    out += [_fewshot_question(m.content) if m.role == "user" else _fewshot_answer(m.content) for m in turns]
+    out.append(_FEWSHOT_ANSWER)
     return "".join(out)
 
 
@@ -283,6 +347,8 @@ def prompt_tokens(model: LanguageModel, messages: Sequence[Message], style: str)
         text = render_chat(model, messages)
     elif style == "raw":
         text = render_raw(messages)
+    elif style == "fewshot":
+        text = render_fewshot(messages)
     else:
         text = render_format(PLAIN_FORMAT if style == "plain" else style, messages, max_chars=max_bytes)
         if text is None:  # more characters than max_bytes: at least as many bytes

@@ -15,8 +15,16 @@ from typing import Any, Literal, Union, get_args, get_origin
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from blendin_local.engine.prompts import check_style
-from blendin_local.engine.sampling import SamplerSettings
+from blendin_local.engine.prompts import FEWSHOT_STOPS, check_style
+from blendin_local.engine.sampling import (
+    LLAMA_CPP_MIN_P,
+    LLAMA_CPP_REPEAT_LAST_N,
+    LLAMA_CPP_TOP_K,
+    LLAMA_CPP_TOP_P,
+    WHOLE_CONTEXT,
+    SamplerSettings,
+)
+from blendin_local.engine.triggers import EndingTrigger, LoopTrigger
 from blendin_local.errors import BlendinError
 
 # A pre-trained base answers, then invents the next question: these end the answer there.
@@ -28,7 +36,10 @@ GAMMA_EVERY_TOKEN = 1.01
 ALPHA_AUTO = "auto"  # alpha's spelling of None: the weight comes from the two distributions
 # Methods that read the guide's untuned counterpart (the "anti" model) besides the guide.
 METHODS_WITH_ANTI = ("proxy",)
-PROMPT_STYLES_HELP = "plain | chat | raw | a format with {prompt} and {system} ({{ and }} write braces)."
+PROMPT_STYLES_HELP = (
+    "plain | chat | raw | fewshot (worked examples, each answer closed by an end marker)"
+    " | a format with {prompt} and {system} ({{ and }} write braces)."
+)
 
 
 class MissingAnti(BlendinError):
@@ -59,12 +70,52 @@ class GenerationSettings(BaseModel):
     temperature: float = Field(
         0.0, ge=0.0, le=100.0, description="Sampling temperature; 0 = greedy.", json_schema_extra={"cli": ["--temp"]}
     )
-    top_k: int = Field(0, ge=0, description="Sample among this many most likely tokens; 0 = off.")
-    top_p: float = Field(
-        1.0, gt=0.0, le=1.0, description="Sample among the most likely tokens that hold this much probability."
+    # top-k, top-p and min-p left unset (None) take llama.cpp's defaults when sampling; sampler()
+    # resolves them. Greedy decoding reads none of them.
+    top_k: int | None = Field(
+        None,
+        ge=0,
+        description="Sample among this many most likely tokens; 0 = off.",
+        json_schema_extra={"default_means": f"{LLAMA_CPP_TOP_K} when sampling"},
     )
-    min_p: float = Field(
-        0.0, ge=0.0, le=1.0, description="Leave out tokens less likely than this times the most likely one."
+    top_p: float | None = Field(
+        None,
+        gt=0.0,
+        le=1.0,
+        description="Sample among the most likely tokens that hold this much probability; 1 = off.",
+        json_schema_extra={"default_means": f"{LLAMA_CPP_TOP_P} when sampling"},
+    )
+    min_p: float | None = Field(
+        None,
+        ge=0.0,
+        le=1.0,
+        description="Leave out tokens less likely than this times the most likely one; 0 = off.",
+        json_schema_extra={"default_means": f"{LLAMA_CPP_MIN_P} when sampling"},
+    )
+    repeat_penalty: float = Field(
+        1.0,
+        gt=0.0,
+        le=100.0,
+        description="Make tokens in the penalty window less likely: their log-probability is multiplied by"
+        " this (llama.cpp's repeat penalty); 1 = off.",
+    )
+    repeat_last_n: int = Field(
+        LLAMA_CPP_REPEAT_LAST_N,
+        ge=WHOLE_CONTEXT,
+        description="The penalty window: the last this many tokens, the prompt's included; 0 = off,"
+        " -1 = the whole context.",
+    )
+    presence_penalty: float = Field(
+        0.0,
+        ge=-2.0,
+        le=2.0,
+        description="Subtract this from the log-probability of each token in the penalty window; 0 = off.",
+    )
+    frequency_penalty: float = Field(
+        0.0,
+        ge=-2.0,
+        le=2.0,
+        description="Subtract this times its count in the penalty window from each token's log-probability; 0 = off.",
     )
     seed: int | None = Field(
         None, ge=0, lt=2**63, description="Seed for sampling.", json_schema_extra={"default_means": "random, reported"}
@@ -84,6 +135,27 @@ class GenerationSettings(BaseModel):
         json_schema_extra={"default_means": ALPHA_AUTO},
     )
     nudging_chunk: int = Field(16, ge=1, le=256, description="Tokens the guide drafts per Nudging round.")
+    loop_trigger: bool = Field(
+        False,
+        description="BlendIn also consults the guide where the confident base would repeat an n-gram of its"
+        " recent answer, and ends a loop that goes on anyway (stop reason loop).",
+        json_schema_extra={"cli": ["--loop-trigger/--no-loop-trigger"]},
+    )
+    loop_ngram: int = Field(4, ge=2, le=64, description="Tokens in the n-gram the loop trigger looks for.")
+    loop_window: int = Field(
+        256, ge=8, le=8192, description="The answer's last tokens the loop trigger searches for a repeat."
+    )
+    end_trigger: bool = Field(
+        False,
+        description="BlendIn asks the guide at each line or sentence end whether the answer is finished.",
+        json_schema_extra={"cli": ["--end-trigger/--no-end-trigger"]},
+    )
+    end_threshold: float = Field(
+        0.5,
+        gt=0.0,
+        le=1.0,
+        description="The guide's end-of-turn probability at a line or sentence end that ends the answer.",
+    )
     stop: list[str] = Field(default_factory=list, description="Stop string (repeatable).")
     stop_at_new_turn: bool = Field(
         True,
@@ -120,10 +192,39 @@ class GenerationSettings(BaseModel):
             raise BlendinError(f"invalid {where}: {first['msg']} (got {got})") from None
 
     def sampler(self) -> SamplerSettings:
-        return SamplerSettings(self.temperature, self.top_k, self.top_p, self.min_p)
+        """The sampler's settings: a filter left unset is llama.cpp's default when sampling, and off
+        when greedy (which reads no filter)."""
+        unset = (
+            SamplerSettings(top_k=LLAMA_CPP_TOP_K, top_p=LLAMA_CPP_TOP_P, min_p=LLAMA_CPP_MIN_P)
+            if self.temperature > 0.0
+            else SamplerSettings()
+        )
+        return SamplerSettings(
+            temperature=self.temperature,
+            top_k=unset.top_k if self.top_k is None else self.top_k,
+            top_p=unset.top_p if self.top_p is None else self.top_p,
+            min_p=unset.min_p if self.min_p is None else self.min_p,
+            repeat_penalty=self.repeat_penalty,
+            repeat_last_n=self.repeat_last_n,
+            presence_penalty=self.presence_penalty,
+            frequency_penalty=self.frequency_penalty,
+        )
+
+    def loop(self) -> LoopTrigger | None:
+        return LoopTrigger(self.loop_ngram, self.loop_window) if self.loop_trigger else None
+
+    def ending(self) -> EndingTrigger | None:
+        return EndingTrigger(self.end_threshold) if self.end_trigger else None
 
     def stop_strings(self) -> list[str]:
-        return list(self.stop) + (list(TURN_STOPS) if self.stop_at_new_turn else [])
+        """The user's stop strings, the new-turn ones, and the few-shot prompt's end marker (its
+        examples teach the model to write it where its answer ends)."""
+        fewshot = "fewshot" in (self.base_prompt, self.guide_prompt)
+        return (
+            list(self.stop)
+            + (list(TURN_STOPS) if self.stop_at_new_turn else [])
+            + (list(FEWSHOT_STOPS) if fewshot else [])
+        )
 
 
 def value_type(name: str) -> Any:

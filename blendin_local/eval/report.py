@@ -1,7 +1,8 @@
 """Tables (markdown and CSV) and plots (PNG) from run folders.
 
-Per dataset: method × score, mean intervention rate, tokens/s, tokens per answer, how answers
-stopped; IFEval adds its four accuracies, XSTest compliance on safe and refusal on unsafe
+Per dataset: method (or variant) × score, mean intervention rate, tokens/s, tokens per answer,
+the share of answers that ran to the token limit, the share that loop (loops.py), how answers
+stopped; IFEval adds its four accuracies with their intervals, XSTest compliance on safe and refusal on unsafe
 prompts, the judge's mean where there was one. Figures: the paper's intervention rate against
 score, and histograms of auto alpha.
 """
@@ -17,7 +18,9 @@ from statistics import mean, pstdev
 
 from blendin_local.engine.methods import METHODS
 from blendin_local.errors import BlendinError, install_hint
+from blendin_local.eval.loops import loops
 from blendin_local.eval.runs import read_run
+from blendin_local.eval.variants import method_of
 
 
 @dataclass(frozen=True)
@@ -30,6 +33,8 @@ class Row:
     intervention_rate: float
     tokens_per_s: float
     tokens: float
+    length_share: float  # answers that ran to the token limit
+    loop_rate: float  # answers in which a word 4-gram occurs 3 or more times (loops.py)
     stops: str
     extra: dict
 
@@ -56,10 +61,20 @@ def score_interval(scores: list[float], z: float = 1.96) -> tuple[float, float] 
 
 
 def _ifeval_extra(records: list[dict]) -> dict:
+    """The four IFEval scores, each with its 95% interval (`_low`, `_high`): prompt-level over the
+    prompts, instruction-level over the instructions (Wilson's, as if they were independent)."""
     from blendin_local.eval.ifeval import aggregate
 
     scores = [{k: r["scoring"][k] for k in ("strict", "loose", "prompt_strict", "prompt_loose")} for r in records]
-    return {k: round(v, 4) for k, v in aggregate(scores).items() if k.endswith(("strict", "loose"))}
+    extra = {k: round(v, 4) for k, v in aggregate(scores).items() if k.endswith(("strict", "loose"))}
+    for level in ("strict", "loose"):
+        per_prompt = [float(s[f"prompt_{level}"]) for s in scores]
+        per_instruction = [float(followed) for s in scores for followed in s[level]]
+        for key, values in ((f"prompt_{level}", per_prompt), (f"instruction_{level}", per_instruction)):
+            interval = score_interval(values)
+            if interval is not None:
+                extra[f"{key}_low"], extra[f"{key}_high"] = round(interval[0], 4), round(interval[1], 4)
+    return extra
 
 
 def _xstest_extra(records: list[dict]) -> dict:
@@ -94,6 +109,8 @@ def summarise(dataset: str, method: str, records: list[dict]) -> Row:
         intervention_rate=_mean(r["intervention_rate"] for r in records) or 0.0,
         tokens_per_s=_mean(r["tokens_per_s"] for r in records) or 0.0,
         tokens=_mean(r["n_tokens"] for r in records) or 0.0,
+        length_share=_mean(float(r["stop_reason"] == "length") for r in records) or 0.0,
+        loop_rate=_mean(float(loops(r["output"])) for r in records) or 0.0,
         stops=", ".join(f"{k} {v}" for k, v in stops.most_common()),
         extra=extra,
     )
@@ -105,18 +122,46 @@ def load_rows(run_dirs: list[Path]) -> tuple[list[Row], dict[str, dict[str, list
         config, by_method = read_run(run_dir)
         dataset = config["dataset"]
         records_by_dataset[dataset] = by_method
-        for method in sorted(by_method, key=lambda m: METHODS.index(m) if m in METHODS else len(METHODS)):
+        for method in sorted(by_method, key=_row_order):
             rows.append(summarise(dataset, method, by_method[method]))
     return rows, records_by_dataset
+
+
+def _row_order(name: str) -> tuple[int, int, str]:
+    """The methods in METHODS' order, each followed by its variants; unknown names last."""
+    try:
+        method = method_of(name)
+    except BlendinError:
+        return len(METHODS), 0, name
+    return METHODS.index(method), int(name != method), name
 
 
 def _fmt(value, digits: int = 3) -> str:
     return "-" if value is None else f"{value:.{digits}f}"
 
 
+def _with_interval(extra: dict, key: str) -> str:
+    """An extra score, with its interval when the row has one (`key_low`, `key_high`)."""
+    low, high = extra.get(f"{key}_low"), extra.get(f"{key}_high")
+    shown = _fmt(extra.get(key))
+    return shown if low is None or high is None else f"{shown} ({low:.2f}-{high:.2f})"
+
+
 def markdown_table(rows: list[Row]) -> str:
-    extra_keys = sorted({k for r in rows for k in r.extra})
-    head = ["method", "n", "score", "95% interval", "intervention rate", "tokens/s", "tokens", *extra_keys, "stops"]
+    extra_keys = sorted({k for r in rows for k in r.extra if not k.endswith(("_low", "_high"))})
+    head = [
+        "method",
+        "n",
+        "score",
+        "95% interval",
+        "intervention rate",
+        "tokens/s",
+        "tokens",
+        "length",
+        "loops",
+        *extra_keys,
+        "stops",
+    ]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for r in rows:
         interval = "-" if r.interval is None else f"{r.interval[0]:.2f}-{r.interval[1]:.2f}"
@@ -128,7 +173,9 @@ def markdown_table(rows: list[Row]) -> str:
             f"{100 * r.intervention_rate:.1f}%",
             f"{r.tokens_per_s:.1f}",
             f"{r.tokens:.0f}",
-            *(_fmt(r.extra.get(k)) for k in extra_keys),
+            f"{100 * r.length_share:.0f}%",
+            f"{100 * r.loop_rate:.0f}%",
+            *(_with_interval(r.extra, k) for k in extra_keys),
             r.stops,
         ]
         lines.append("| " + " | ".join(cells) + " |")
@@ -150,6 +197,8 @@ def write_csv(rows: list[Row], path: Path) -> None:
                 "intervention_rate",
                 "tokens_per_s",
                 "tokens",
+                "length_share",
+                "loop_rate",
                 *extra_keys,
                 "stops",
             ]
@@ -167,6 +216,8 @@ def write_csv(rows: list[Row], path: Path) -> None:
                     round(r.intervention_rate, 4),
                     round(r.tokens_per_s, 2),
                     round(r.tokens, 1),
+                    round(r.length_share, 4),
+                    round(r.loop_rate, 4),
                     *(r.extra.get(k) for k in extra_keys),
                     r.stops,
                 ]

@@ -26,6 +26,7 @@ from blendin_local.engine.settings import GenerationSettings
 from blendin_local.eval.datasets import EvalItem
 from blendin_local.eval.judge import Judge
 from blendin_local.eval.scoring import score_item
+from blendin_local.eval.variants import parse_variant
 
 LOGLIK_PREFIX = "Answer:"  # forced before each option, not scored: the answer form of the base's prompt
 LOGLIK_METHODS = ("base", "guide", "blendin", "ensemble", "proxy")  # Nudging has no token distribution
@@ -115,7 +116,10 @@ def run_samples(
     """Run every (item, method) not yet in the folder; returns how many were run. With `loglik`,
     multiple-choice items are also scored by option log-likelihood."""
     todo = [(item, method) for item in items for method in methods if not folder.is_done(method, item.id)]
-    settings = {m: GenerationSettings.checked(method=m, **common) for m in methods}
+    settings = {}
+    for name in methods:
+        method, overrides = parse_variant(name)
+        settings[name] = GenerationSettings.checked(**{**common, **overrides, "method": method})
     stats = LiveStats()
     for record in folder.earlier:
         stats.add(record)
@@ -141,7 +145,7 @@ def run_samples(
             judged = judge.grade(item, result.text) if judge else None
             by_likelihood = (
                 option_loglik(pair, messages, item, settings[method])
-                if loglik and item.choices and method in LOGLIK_METHODS
+                if loglik and item.choices and settings[method].method in LOGLIK_METHODS
                 else None
             )
             return sample_record(item, method, result, scoring, judged, time.perf_counter() - started, by_likelihood)

@@ -9,9 +9,14 @@ import pytest
 from hypothesis import example, given, settings
 from hypothesis import strategies as st
 from scripted_model import EOS, ScriptedModel
+from test_methods_scripted import ScriptedPair
 
+from blendin_local.backends.llama import LoadOptions
+from blendin_local.engine.generation import Generation, StepEvent
 from blendin_local.engine.model import ContextFull
 from blendin_local.engine.prompts import (
+    FEWSHOT_END,
+    FEWSHOT_EXAMPLES,
     PLAIN_FORMAT,
     Message,
     PromptFormat,
@@ -22,10 +27,12 @@ from blendin_local.engine.prompts import (
     prompt_byte_limit,
     prompt_tokens,
     render_chat,
+    render_fewshot,
     render_format,
     render_raw,
     utf8_problem,
 )
+from blendin_local.engine.settings import GenerationSettings
 from blendin_local.errors import BlendinError
 
 CONVERSATION = [
@@ -42,7 +49,8 @@ def test_plain_form_is_the_papers():
 
 
 def test_plain_form_of_a_conversation():
-    assert render_format(PLAIN_FORMAT, CONVERSATION) == "Be brief.\nQuestion: Hi?\nHello.\nQuestion: 2+2?\n"
+    # The base writes its answer label itself, into its prompt (answer_label.py): earlier answers carry it.
+    assert render_format(PLAIN_FORMAT, CONVERSATION) == "Be brief.\nQuestion: Hi?\nAnswer: Hello.\nQuestion: 2+2?\n"
 
 
 def test_custom_format():
@@ -80,6 +88,77 @@ def test_base_plain_prompt_starts_with_bos(default_pair):
 def test_a_model_without_chat_template_is_refused_clearly(default_pair):
     with pytest.raises(BlendinError, match="no chat template"):
         prompt_tokens(default_pair.base, [Message("user", "Hi")], "chat")
+
+
+# -- the few-shot style (issue 14) ---------------------------------------------------------------
+
+
+def test_fewshot_is_the_examples_then_the_question_and_an_open_answer():
+    text = render_fewshot([Message("user", "Why is the sky blue?")])
+    assert text.startswith("Question: " + FEWSHOT_EXAMPLES[0][0] + "\nAnswer: " + FEWSHOT_EXAMPLES[0][1] + "\n")
+    for question, answer in FEWSHOT_EXAMPLES:
+        assert f"Question: {question}\nAnswer: {answer}\n{FEWSHOT_END}\n\n" in text
+    assert text.count(FEWSHOT_END) == len(FEWSHOT_EXAMPLES)
+    assert text.endswith(f"{FEWSHOT_END}\n\nQuestion: Why is the sky blue?\nAnswer:")  # the base answers next
+
+
+def test_fewshot_puts_the_system_prompt_first_and_earlier_turns_after_the_examples():
+    text = render_fewshot(CONVERSATION)
+    assert text.startswith("Be brief.\nQuestion: " + FEWSHOT_EXAMPLES[0][0])
+    assert text.endswith(f"{FEWSHOT_END}\n\nQuestion: Hi?\nAnswer: Hello.\n{FEWSHOT_END}\n\nQuestion: 2+2?\nAnswer:")
+    assert text.count(FEWSHOT_END) == len(FEWSHOT_EXAMPLES) + 1 and text.count("Be brief.") == 1
+
+
+def test_fewshot_is_a_builtin_style_that_renders_user_text_as_it_is():
+    assert check_style("fewshot", "base_prompt") == "fewshot"
+    text = render_fewshot([Message("system", "{system}"), Message("user", "{prompt} {{x}}")])
+    assert text.startswith("{system}\n") and text.endswith("Question: {prompt} {{x}}\nAnswer:")
+    model = CountingModel(1000)
+    assert prompt_tokens(model, CONVERSATION, "fewshot") == model.tokenize(render_fewshot(CONVERSATION).encode())
+
+
+def test_only_the_fewshot_style_stops_at_its_end_marker():
+    assert FEWSHOT_END in GenerationSettings(base_prompt="fewshot").stop_strings()
+    assert FEWSHOT_END not in GenerationSettings(base_prompt="plain").stop_strings()
+
+
+MARKER_PIECES = [EOS, b":", b" Paris", b".", b"\n", b"\n\n", b"<", b"END", b">", b"Question:"]
+
+
+@pytest.mark.parametrize("before_marker", [b"\n", b"<"])
+def test_the_end_marker_ends_the_answer_as_the_base_s_eos_and_never_shows(before_marker):
+    """The base answers, writes the marker (after a line break, or right after the answer), and
+    would go on with the next question."""
+    following = {b":": b" Paris", b" Paris": b".", b".": before_marker, b"\n": b"<", b"<": b"END", b"END": b">"}
+    following |= {b">": b"\n\n", b"\n\n": b"Question:", b"Question:": b" Paris"}
+
+    def answering_base(seen):
+        return {following[seen[-1]]: 10.0}
+
+    model = ScriptedModel("base", MARKER_PIECES, answering_base)
+    settings = GenerationSettings(method="base", base_prompt="fewshot", guide_prompt="plain", max_tokens=20)
+    generation = Generation(ScriptedPair(model, model), [Message("user", "Capital of France?")], settings)
+    events = list(generation)
+    streamed = "".join(event.text for event in events)
+    result = events[-1].result
+    assert result.text == streamed == "Paris."
+    assert result.stop_reason == "eos" and sum(isinstance(event, StepEvent) for event in events) == result.n_tokens
+
+
+@pytest.mark.models
+def test_the_fewshot_prompt_fits_well_within_the_default_base_context(default_pair):
+    conversation = [Message("system", "You are a helpful assistant."), Message("user", "Why is the sky blue?")]
+    tokens = prompt_tokens(default_pair.base, conversation, "fewshot")
+    assert len(tokens) <= LoadOptions().n_ctx // 10  # re-read on every request: a few hundred tokens
+    assert tokens[0] == default_pair.base.bos_id
+
+
+@pytest.mark.models
+def test_the_default_base_ends_its_fewshot_answer_with_the_marker(default_pair):
+    settings = GenerationSettings(method="base", base_prompt="fewshot", max_tokens=64)
+    result = default_pair.generate("What is the capital of France?", settings)
+    assert result.stop_reason == "eos" and "Paris" in result.text
+    assert "<" not in result.text and result.text == result.text.strip()
 
 
 # -- custom formats: parsed, rendered by concatenation ------------------------------------------

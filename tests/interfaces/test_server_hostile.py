@@ -645,3 +645,47 @@ def test_a_bad_api_key_from_the_environment_is_refused_too(capsys, monkeypatch):
         main(["serve", *UNSERVABLE])
     err = capsys.readouterr().err.strip()
     assert e.value.code == 2 and len(err.splitlines()) == 1 and "--api-key" in err, err
+
+
+# -- the penalties: OpenAI's presence_penalty and frequency_penalty, llama.cpp's repeat_* ----------
+
+
+USER_Q = {"role": "user", "content": "Q"}
+
+
+def word_or_full_stop(seen):
+    """Writes " word" at 0.73 or "." at 0.27: a presence penalty of 2 makes a second " word" less
+    likely than a first "."."""
+    return {b" word": 1.0, b".": 0.0}
+
+
+@pytest.mark.parametrize(
+    "penalty",
+    [{"presence_penalty": 2}, {"frequency_penalty": 2}, {"repeat_penalty": 8, "repeat_last_n": -1}],
+    ids=lambda p: next(iter(p)),
+)
+def test_the_penalty_fields_reach_the_settings(penalty):
+    with served(scripted_pair(word_or_full_stop)) as c:
+        body = {"prompt": "Q", "max_tokens": 2}
+        plain = post(c, "/v1/completions", body)
+        penalised = post(c, "/v1/completions", {**body, **penalty})
+    assert plain.json()["choices"][0]["text"] == "word word"  # the answer's leading space is left out
+    assert penalised.json()["choices"][0]["text"] == "word."
+
+
+@pytest.mark.parametrize(
+    "field, value",
+    [
+        ("presence_penalty", 2.5),
+        ("frequency_penalty", -3),
+        ("repeat_penalty", 0),
+        ("repeat_penalty", 1e9),
+        ("repeat_last_n", -2),
+        ("presence_penalty", float("nan")),
+        ("frequency_penalty", float("inf")),
+    ],
+)
+def test_a_penalty_out_of_range_is_a_400_naming_it(client, field, value):
+    for path, start in (("/v1/completions", {"prompt": "Q"}), ("/v1/chat/completions", {"messages": [USER_Q]})):
+        assert_error(post(client, path, {**start, field: value}), 400, field, field)
+    assert wait_idle(client)["running"] is False

@@ -15,18 +15,19 @@ from blendin_local.eval.datasets import DATASETS, DEFAULT_SEED, load_dataset, re
 from blendin_local.eval.judge import Judge
 from blendin_local.eval.runner import run_samples
 from blendin_local.eval.runs import RunFolder
+from blendin_local.eval.variants import method_of
 from blendin_local.interfaces.cli.options import generation_options, model_options
 
 
 def parse_methods(text: str, with_anti: bool) -> list[str]:
+    """Method names, or variants of them with switches (eval/variants.py), or all."""
     if text == "all":
         return [m for m in METHODS if m != "proxy" or with_anti]
     methods = [m.strip() for m in text.split(",") if m.strip()]
-    unknown = [m for m in methods if m not in METHODS]
-    if unknown or not methods:
-        raise BlendinError(f"unknown method(s) {', '.join(unknown) or text!r}; known: {', '.join(METHODS)}, or all")
-    for method in methods:
-        check_anti(method, with_anti, asked_as=f"--methods {method}")
+    if not methods:
+        raise BlendinError(f"no method in {text!r}; known: {', '.join(METHODS)}, or all")
+    for name in methods:
+        check_anti(method_of(name), with_anti, asked_as=f"--methods {name}")
     return list(dict.fromkeys(methods))
 
 
@@ -56,7 +57,13 @@ def model_identity(model) -> dict:
 
 @click.group("eval", invoke_without_command=True)
 @click.option("--dataset", type=click.Choice(DATASETS), help="The benchmark to run.")
-@click.option("--methods", default="base,guide,nudging,blendin", show_default=True, help="Comma-separated, or all.")
+@click.option(
+    "--methods",
+    default="base,guide,nudging,blendin",
+    show_default=True,
+    help="Comma-separated, or all. A method may carry switches: blendin+loop-end+fewshot turns the loop"
+    " trigger on, the ending trigger off and the few-shot base prompt on (its row keeps that name).",
+)
 @click.option(
     "--limit", type=click.IntRange(1), default=None, help="A seeded subset of this many items [default: all]."
 )

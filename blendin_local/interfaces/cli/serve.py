@@ -174,8 +174,9 @@ def serve(
     """Serve the pair with an OpenAI-compatible API: /v1/models, /v1/completions, /v1/chat/completions.
 
     The sampling and blending options are the defaults for requests that do not set a field;
-    a request may set temperature, top_p, max_tokens, stop and seed, and method, gamma, alpha,
-    base_prompt and guide_prompt as extra body fields.
+    a request may set temperature, top_p, max_tokens, stop, seed, presence_penalty and
+    frequency_penalty, and any other generation setting (method, gamma, alpha, top_k, min_p,
+    repeat_penalty, loop_trigger, end_trigger, base_prompt, ...) as an extra body field.
     """
     try:
         import uvicorn

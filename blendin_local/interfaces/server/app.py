@@ -9,8 +9,10 @@ Endpoints: GET /v1/models, GET /v1/models/{id}, POST /v1/completions, POST /v1/c
 waiting client that disconnects leaves the queue.
 
 Request fields honoured: temperature, top_p, max_tokens (or max_completion_tokens), stop (a
-string or a list), seed; extra body fields: method, gamma, alpha (a number or "auto"),
-base_prompt, guide_prompt, top_k, min_p, nudging_chunk, stop_at_new_turn (schemas.py). A field
+string or a list), seed, presence_penalty, frequency_penalty; extra body fields: every other
+generation setting (engine/settings.py: method, gamma, alpha as a number or "auto", top_k, min_p,
+repeat_penalty, repeat_last_n, the loop and ending triggers, base_prompt, guide_prompt, ...;
+schemas.py). A field
 that is absent takes the server's default (`blendin serve` options: greedy unless --temp). Every
 response carries OpenAI's `usage` plus a `blendin` object (responses.py).
 

@@ -17,6 +17,7 @@ from blendin_local.interfaces.server.worker import Started
 FINISH_REASONS = {
     "eos": "stop",
     "stop": "stop",
+    "loop": "stop",  # BlendIn's loop trigger ended it: a stop of ours, said in `blendin.stop_reason`
     "length": "length",
     "context": "length",
     "time": "length",

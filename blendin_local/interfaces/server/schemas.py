@@ -20,8 +20,10 @@ from blendin_local.engine.settings import ALPHA_AUTO, GenerationSettings, value_
 from blendin_local.interfaces.server.errors import ApiError, as_text, shown
 
 # Every GenerationSettings field is a request field of the same name (OpenAI's temperature, top_p,
-# max_tokens, stop and seed among them; BlendIn's own as extra body fields), except these: a
-# request's system prompt is its first message.
+# max_tokens, stop, seed, presence_penalty and frequency_penalty among them; llama-server's top_k,
+# min_p, repeat_penalty and repeat_last_n, and BlendIn's own, as extra body fields), except these: a
+# request's system prompt is its first message. The penalties count the prompt's tokens too, as
+# llama-server's do (OpenAI describes its own as counting the tokens sampled so far).
 NOT_REQUEST_FIELDS = ("system",)
 # OpenAI allows 4 stop strings. The text stream compares every stop string's prefixes with the
 # end of the text at each token: their number and length bound the time each token takes.

@@ -1,0 +1,48 @@
+"""Method variants for an ablation: a method name with switches, e.g. `blendin+loop-end+fewshot`.
+
+`+name` turns a switch on and `-name` off; a switch not named keeps the run's setting. The
+name, as written, is the variant's row in the run folder and the report, so that a row keeps
+its meaning when a default changes: `blendin-loop-end` is the paper's BlendIn whatever the
+defaults say.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+from blendin_local.engine.methods import METHODS
+from blendin_local.errors import BlendinError
+
+# switch -> the settings it gives when on, and when off
+SWITCHES: dict[str, tuple[dict[str, Any], dict[str, Any]]] = {
+    "loop": ({"loop_trigger": True}, {"loop_trigger": False}),
+    "end": ({"end_trigger": True}, {"end_trigger": False}),
+    "fewshot": ({"base_prompt": "fewshot"}, {"base_prompt": "plain"}),
+}
+_SWITCH = re.compile(r"([+-])([a-z]+)")
+
+
+def parse_variant(name: str) -> tuple[str, dict[str, Any]]:
+    """(the method, the settings its switches give) for a variant name; a BlendinError if it is not one."""
+    method = re.match(r"[a-z]+", name)
+    if method is None or method.group() not in METHODS:
+        raise BlendinError(f"unknown method {name!r}; known: {', '.join(METHODS)}, each with +/- {', '.join(SWITCHES)}")
+    overrides: dict[str, Any] = {}
+    position = method.end()
+    for switch in _SWITCH.finditer(name, position):
+        if switch.start() != position or switch.group(2) not in SWITCHES:
+            break
+        on, off = SWITCHES[switch.group(2)]
+        overrides.update(on if switch.group(1) == "+" else off)
+        position = switch.end()
+    if position != len(name):
+        raise BlendinError(
+            f"{name!r}: after the method come switches +NAME or -NAME, where NAME is one of {', '.join(SWITCHES)}"
+        )
+    return method.group(), overrides
+
+
+def method_of(name: str) -> str:
+    """The method a variant name runs (a plain method name is its own)."""
+    return parse_variant(name)[0]

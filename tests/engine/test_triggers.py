@@ -1,0 +1,164 @@
+"""BlendIn's loop and ending triggers (engine/triggers.py): the pure checks against brute force,
+then on scripted models: a scripted loop gets broken (or ended), a scripted end is taken, and with
+both triggers off the output is byte-identical to the paper's BlendIn."""
+
+import numpy as np
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+from scripted_model import EOS, ScriptedModel
+
+from blendin_local.engine.bridge import VocabBridge, Vocabulary
+from blendin_local.engine.distributions import SparseDistribution
+from blendin_local.engine.generation import Generation
+from blendin_local.engine.methods import BlendIn
+from blendin_local.engine.prompts import Message
+from blendin_local.engine.settings import GenerationSettings
+from blendin_local.engine.triggers import LOOP_STOP_TOKENS, at_boundary, end_probability, repeats_ngram
+
+TOKENS = st.lists(st.integers(0, 3), max_size=40)
+
+
+def brute_repeats(answer, candidate, ngram, window):
+    recent = list(answer[-window:])
+    wanted = [*answer[len(answer) - ngram + 1 :], candidate]
+    if len(answer) < ngram:
+        return False
+    return any(recent[i : i + ngram] == wanted for i in range(len(recent) - ngram + 1))
+
+
+@given(TOKENS, st.integers(0, 3), st.integers(1, 6), st.integers(1, 50))
+def test_repeats_ngram_is_a_search_of_the_window(answer, candidate, ngram, window):
+    assert repeats_ngram(answer, candidate, ngram, window) == brute_repeats(answer, candidate, ngram, window)
+
+
+def test_repeats_ngram_examples():
+    assert repeats_ngram([1, 2, 3, 1, 2], 3, 3, 100)
+    assert not repeats_ngram([1, 2, 3, 1, 2], 4, 3, 100)
+    assert not repeats_ngram([1, 2, 3, 9, 9, 9, 1, 2], 3, 3, 5)  # the first 1 2 3 is out of the window
+
+
+@pytest.mark.parametrize(
+    ("text", "boundary"),
+    [(b"Done.", True), (b"a line\n", True), (b"Really?  ", True), (b"Wow!", True), (b"and so", False), (b"", False)],
+)
+def test_boundaries_are_line_and_sentence_ends(text, boundary):
+    assert at_boundary(text) == boundary
+
+
+def test_end_probability_reads_the_end_token_of_a_sparse_distribution():
+    d = SparseDistribution(np.array([0, 3, 7]), np.array([0.2, 0.5, 0.3]), 10)
+    assert end_probability(d, 3) == 0.5 and end_probability(d, 4) == 0.0 and end_probability(d, 0) == 0.2
+
+
+# -- on scripted models ---------------------------------------------------------------------
+
+PIECES = [EOS, b"tea", b" is", b" hot", b".", b"\n", b" Sip", b" it", b" Done"]
+MESSAGES = [Message("user", "Tea?")]
+
+
+class ScriptedPair:
+    def __init__(self, base: ScriptedModel, guide: ScriptedModel):
+        self.base, self.guide, self.anti = base, guide, None
+        vocab = lambda m: Vocabulary(tuple(m.pieces), m.eog_ids, m.eos_id)  # noqa: E731
+        self.bridge = VocabBridge.build(
+            vocab(base), vocab(guide), base_tokenize=base.tokenize, guide_tokenize=guide.tokenize
+        )
+
+
+CYCLE = {b"tea": b" is", b" is": b" hot", b" hot": b".", b".": b"\n", b"\n": b"tea"}
+
+
+def looping_base(seen):
+    """Writes "tea is hot.\\n" over and over, sure of every token; never an end token."""
+    return {CYCLE.get(seen[-1], b"tea"): 10.0}
+
+
+def guide_that_ends(seen):
+    """After one sentence the answer may be finished: an end token or more, even; before that it
+    follows the base."""
+    if seen.count(b".") >= 1 and seen[-1] in (b".", b"\n"):
+        return {EOS: 10.0, b" Done": 10.0}
+    return {CYCLE.get(seen[-1], b"tea"): 10.0}
+
+
+def guide_that_moves_on(seen):
+    """Wants " Sip it." instead of a second "tea", else follows the base; never ends."""
+    if seen[-1] == b"\n":
+        return {b" Sip": 10.0}
+    if seen[-1] == b" Sip":
+        return {b" it": 10.0}
+    if seen[-1] == b" it":
+        return {b".": 10.0}
+    return {CYCLE.get(seen[-1], b"tea"): 10.0}
+
+
+def guide_that_copies(seen):
+    return looping_base(seen)
+
+
+def run(guide_rule, **settings):
+    pair = ScriptedPair(ScriptedModel("base", PIECES, looping_base), ScriptedModel("guide", PIECES, guide_rule))
+    values = {"max_tokens": 60, "base_prompt": "plain", "guide_prompt": "plain", "method": "blendin", **settings}
+    return Generation(pair, MESSAGES, GenerationSettings(**values)).run()
+
+
+def test_both_triggers_off_is_the_papers_blendin_byte_for_byte():
+    for guide in (guide_that_ends, guide_that_moves_on, guide_that_copies):
+        off = run(guide)
+        paper = run(guide, loop_trigger=False, end_trigger=False)
+        assert off.text == paper.text and off.trace == paper.trace
+        assert off.stop_reason == "length" and off.n_interventions == 0  # the base is sure: the guide is never asked
+
+
+def test_the_loop_trigger_lets_the_guide_break_a_loop():
+    result = run(guide_that_moves_on, loop_trigger=True, loop_ngram=3)
+    assert result.text.startswith("tea is hot.\n")
+    assert "Sip it" in result.text  # where the base would have repeated itself, the guide's words won
+    assert any(entry.source == "blend" for entry in result.trace)
+
+
+def test_a_loop_the_guide_does_not_break_ends_with_stop_reason_loop():
+    result = run(guide_that_copies, loop_trigger=True, loop_ngram=3)
+    assert result.stop_reason == "loop"
+    # It repeats for LOOP_STOP_TOKENS tokens after the first n-gram that repeated, then ends.
+    assert result.n_tokens < len(CYCLE) + 3 + LOOP_STOP_TOKENS
+    assert run(guide_that_copies).stop_reason == "length"
+
+
+def test_the_ending_trigger_ends_where_the_guide_would_end():
+    result = run(guide_that_ends, end_trigger=True)
+    assert result.stop_reason == "eos" and result.text == "tea is hot."
+    assert run(guide_that_ends, end_trigger=True, end_threshold=0.6).stop_reason == "length"  # p(end) is 0.5
+
+
+def test_the_ending_trigger_asks_the_guide_only_at_boundaries():
+    pair = ScriptedPair(
+        ScriptedModel("base", PIECES, looping_base), ScriptedModel("guide", PIECES, guide_that_moves_on)
+    )
+    settings = GenerationSettings(
+        max_tokens=10, base_prompt="plain", guide_prompt="plain", method="blendin", end_trigger=True
+    )
+    generation = Generation(pair, MESSAGES, settings)
+    result = generation.run()
+    assert result.stop_reason == "length"
+    # "tea is hot.\ntea is hot." has three boundaries after its tokens: ".", "\n", "."; the guide
+    # was asked at each of them and nowhere else.
+    assert len(pair.guide.evaluated) == 3
+
+
+def test_ensemble_and_the_paper_defaults_carry_no_trigger():
+    method = Generation(
+        ScriptedPair(ScriptedModel("b", PIECES, looping_base), ScriptedModel("g", PIECES, looping_base)),
+        MESSAGES,
+        GenerationSettings(base_prompt="plain", guide_prompt="plain"),
+    ).method
+    assert isinstance(method, BlendIn) and method.loop is None and method.ending is None
+
+
+def test_every_stop_reason_has_an_openai_finish_reason():
+    from blendin_local.engine.generation import STOP_REASONS
+    from blendin_local.interfaces.server.responses import FINISH_REASONS
+
+    assert set(FINISH_REASONS) == set(STOP_REASONS)
+    assert set(FINISH_REASONS.values()) <= {"stop", "length"}
