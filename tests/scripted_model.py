@@ -1,6 +1,7 @@
 """A tiny deterministic LanguageModel (engine/model.py), for unit tests of the
 cursors and the loop: its vocabulary is a list of byte pieces, its tokenizer is greedy
-longest-match, and its next-token preferences are a rule over the pieces it has been fed."""
+longest-match, and its next-token preferences are a rule over the pieces it has been fed.
+ScriptedPair puts two of them together as a pair (engine/model.py's ModelPair)."""
 
 from __future__ import annotations
 
@@ -8,7 +9,7 @@ from collections.abc import Callable, Sequence
 
 import numpy as np
 
-from blendin_local.engine.bridge import PrefixFinder
+from blendin_local.engine.bridge import PrefixFinder, VocabBridge, Vocabulary
 from blendin_local.engine.byte_tokens import greedy_tokens
 
 EOS = b"<eos>"
@@ -56,3 +57,17 @@ class ScriptedModel:
                 row[self.eos_id if piece == EOS else self._index[piece]] = logit
             rows.append(row)
         return np.stack(rows)
+
+
+class ScriptedPair:
+    """Two scripted models and the bridge between their vocabularies, with no anti-model."""
+
+    def __init__(self, base: ScriptedModel, guide: ScriptedModel):
+        self.base, self.guide, self.anti = base, guide, None
+        self.bridge = VocabBridge.build(
+            _vocabulary(base), _vocabulary(guide), base_tokenize=base.tokenize, guide_tokenize=guide.tokenize
+        )
+
+
+def _vocabulary(model: ScriptedModel) -> Vocabulary:
+    return Vocabulary(tuple(model.pieces), model.eog_ids, model.eos_id)

@@ -3,8 +3,7 @@ it, nor the whitespace after it (engine/answer_label.py). Scripted models, whose
 known; tests/engine/test_invariants.py checks the invariants on the real pair."""
 
 import pytest
-from scripted_model import EOS, ScriptedModel
-from test_methods_scripted import ScriptedPair
+from scripted_model import EOS, ScriptedModel, ScriptedPair
 
 from blendin_local.engine.answer_label import (
     AnswerText,

@@ -6,9 +6,8 @@ astray ("Here'S"). Healing must keep the guide on its own path.
 
 import numpy as np
 import pytest
-from scripted_model import EOS, ScriptedModel
+from scripted_model import EOS, ScriptedModel, ScriptedPair
 
-from blendin_local.engine.bridge import VocabBridge, Vocabulary
 from blendin_local.engine.generation import Generation, GenerationSettings
 from blendin_local.engine.guide_cursor import GuideCursor
 from blendin_local.engine.prompts import Message
@@ -42,18 +41,6 @@ def base_rule(seen):
     return table.get(text, {b".": 1.0, EOS: 0.9})
 
 
-class Pair:
-    def __init__(self, base, guide):
-        self.base, self.guide, self.anti = base, guide, None
-
-        def vocab(m):
-            return Vocabulary(tuple(m.pieces), m.eog_ids, m.eos_id)
-
-        self.bridge = VocabBridge.build(
-            vocab(base), vocab(guide), base_tokenize=base.tokenize, guide_tokenize=guide.tokenize
-        )
-
-
 def run(pair, **settings):
     gen = Generation(
         pair,
@@ -65,7 +52,7 @@ def run(pair, **settings):
 
 @pytest.fixture
 def pair():
-    return Pair(ScriptedModel("base", BASE_PIECES, base_rule), ScriptedModel("guide", GUIDE_PIECES, guide_rule))
+    return ScriptedPair(ScriptedModel("base", BASE_PIECES, base_rule), ScriptedModel("guide", GUIDE_PIECES, guide_rule))
 
 
 def test_guide_alone(pair):

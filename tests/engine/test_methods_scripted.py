@@ -1,24 +1,14 @@
 """The decoding methods' logic on scripted models, where each model's preferences are known: no
 real model is loaded (tests/engine/test_methods.py checks the same methods on the real pair)."""
 
-from scripted_model import EOS, ScriptedModel
+from scripted_model import EOS, ScriptedModel, ScriptedPair
 
-from blendin_local.engine.bridge import VocabBridge, Vocabulary
 from blendin_local.engine.generation import Generation
 from blendin_local.engine.prompts import Message
 from blendin_local.engine.settings import GenerationSettings
 
 PIECES = [EOS, b"4", b"\n", b"Question:", b" again", b"a", b"b", b" "]
 MESSAGES = [Message("user", "What is 2+2?")]
-
-
-class ScriptedPair:
-    def __init__(self, base: ScriptedModel, guide: ScriptedModel):
-        self.base, self.guide, self.anti = base, guide, None
-        vocab = lambda m: Vocabulary(tuple(m.pieces), m.eog_ids, m.eos_id)  # noqa: E731
-        self.bridge = VocabBridge.build(
-            vocab(base), vocab(guide), base_tokenize=base.tokenize, guide_tokenize=guide.tokenize
-        )
 
 
 def rambling_base(seen):

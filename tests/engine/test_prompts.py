@@ -8,8 +8,7 @@ import time
 import pytest
 from hypothesis import example, given, settings
 from hypothesis import strategies as st
-from scripted_model import EOS, ScriptedModel
-from test_methods_scripted import ScriptedPair
+from scripted_model import EOS, ScriptedModel, ScriptedPair
 
 from blendin_local.backends.llama import LoadOptions
 from blendin_local.engine.generation import Generation, StepEvent

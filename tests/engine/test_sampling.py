@@ -6,10 +6,9 @@ import numpy as np
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from scripted_model import EOS, ScriptedModel
+from scripted_model import EOS, ScriptedModel, ScriptedPair
 
 from blendin_local.engine.blending import LazyMixture
-from blendin_local.engine.bridge import VocabBridge, Vocabulary
 from blendin_local.engine.distributions import SparseDistribution
 from blendin_local.engine.generation import Generation
 from blendin_local.engine.prompts import Message
@@ -281,19 +280,10 @@ def a_then_b(seen):
     return {after: 1.0, b"c": 0.5}
 
 
-class LoopPair:
-    def __init__(self):
-        self.base, self.guide = (ScriptedModel(name, LOOP_PIECES, a_then_b) for name in ("base", "guide"))
-        vocab = lambda m: Vocabulary(tuple(m.pieces), m.eog_ids, m.eos_id)  # noqa: E731
-        self.bridge = VocabBridge.build(
-            vocab(self.base), vocab(self.guide), base_tokenize=self.base.tokenize, guide_tokenize=self.guide.tokenize
-        )
-        self.anti = None
-
-
 def loop_text(prompt: str = "x", **values) -> str:
     values = {"max_tokens": 12, "base_prompt": "raw", "guide_prompt": "raw", **values}
-    return Generation(LoopPair(), [Message("user", prompt)], GenerationSettings(**values)).run().text
+    pair = ScriptedPair(ScriptedModel("base", LOOP_PIECES, a_then_b), ScriptedModel("guide", LOOP_PIECES, a_then_b))
+    return Generation(pair, [Message("user", prompt)], GenerationSettings(**values)).run().text
 
 
 # At gamma 1.01 blendin blends every token (a LazyMixture, densified only for the penalties) and

@@ -6,9 +6,8 @@ import numpy as np
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
-from scripted_model import EOS, ScriptedModel
+from scripted_model import EOS, ScriptedModel, ScriptedPair
 
-from blendin_local.engine.bridge import VocabBridge, Vocabulary
 from blendin_local.engine.distributions import SparseDistribution
 from blendin_local.engine.generation import Generation
 from blendin_local.engine.methods import BlendIn
@@ -55,15 +54,6 @@ def test_end_probability_reads_the_end_token_of_a_sparse_distribution():
 
 PIECES = [EOS, b"tea", b" is", b" hot", b".", b"\n", b" Sip", b" it", b" Done"]
 MESSAGES = [Message("user", "Tea?")]
-
-
-class ScriptedPair:
-    def __init__(self, base: ScriptedModel, guide: ScriptedModel):
-        self.base, self.guide, self.anti = base, guide, None
-        vocab = lambda m: Vocabulary(tuple(m.pieces), m.eog_ids, m.eos_id)  # noqa: E731
-        self.bridge = VocabBridge.build(
-            vocab(base), vocab(guide), base_tokenize=base.tokenize, guide_tokenize=guide.tokenize
-        )
 
 
 CYCLE = {b"tea": b" is", b" is": b" hot", b" hot": b".", b".": b"\n", b"\n": b"tea"}

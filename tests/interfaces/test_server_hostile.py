@@ -19,10 +19,9 @@ import pytest
 import uvicorn
 from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
-from scripted_model import EOS, ScriptedModel
+from scripted_model import EOS, ScriptedModel, ScriptedPair
 from starlette.testclient import TestClient
 
-from blendin_local.engine.bridge import VocabBridge, Vocabulary
 from blendin_local.engine.generation import GenerationSettings
 from blendin_local.engine.methods import METHODS
 from blendin_local.interfaces.cli import main
@@ -73,20 +72,11 @@ def writes_words(seen):
     return {b" word": 5.0}
 
 
-class Pair:
-    def __init__(self, base, guide):
-        self.base, self.guide, self.anti = base, guide, None
-        vocab = lambda m: Vocabulary(tuple(m.pieces), m.eog_ids, m.eos_id)  # noqa: E731
-        self.bridge = VocabBridge.build(
-            vocab(base), vocab(guide), base_tokenize=base.tokenize, guide_tokenize=guide.tokenize
-        )
+def scripted_pair(rule=writes_words) -> ScriptedPair:
+    return ScriptedPair(ScriptedModel("base", PIECES, rule), ScriptedModel("guide", PIECES, rule))
 
 
-def scripted_pair(rule=writes_words) -> Pair:
-    return Pair(ScriptedModel("base", PIECES, rule), ScriptedModel("guide", PIECES, rule))
-
-
-def slow_pair(seconds_per_token: float) -> Pair:
+def slow_pair(seconds_per_token: float) -> ScriptedPair:
     def slowly(seen):
         time.sleep(seconds_per_token)
         return {b" word": 5.0}
