@@ -192,7 +192,7 @@ class BlendIn(OnBaseVocabulary):
         if self.ending is not None and answer and at_boundary(b"".join(ctx.base.model.pieces[t] for t in answer[-2:])):
             proposal = ctx.guide.propose()
             if end_probability(proposal.on_base_sparse, ctx.guide.bridge.base.eos_id) >= self.ending.threshold:
-                return StepDecision(b"", "guide", proposal=proposal, end=True)
+                return StepDecision(b"", "guide", end=True)
         return ctx.base_decision(self._next_token(ctx, answer, proposal))
 
     def next_token_distribution(self, ctx: DecodeContext) -> NextTokenDistribution:
