@@ -85,7 +85,7 @@ def utf8_problem(text: str) -> str | None:
     return None
 
 
-def _preview(text: str) -> str:
+def preview(text: str) -> str:
     """`text` quoted for a one-line message: control characters escaped, long text cut."""
     shown = text if len(text) <= _PREVIEW_CHARS else text[: _PREVIEW_CHARS - 3] + "..."
     return repr(shown)
@@ -137,7 +137,7 @@ class PromptFormat:
                 raise PromptFormatError(f"the }}{where} closes no placeholder (write }}}} for a literal brace)", field)
             if unit[1:-1] not in PLACEHOLDERS:
                 raise PromptFormatError(
-                    f"{_preview(unit)}{where} {_what_is_wrong(unit)}: the placeholders are exactly"
+                    f"{preview(unit)}{where} {_what_is_wrong(unit)}: the placeholders are exactly"
                     " {prompt} and {system} (write {{ and }} for literal braces)",
                     field,
                 )
@@ -147,7 +147,7 @@ class PromptFormat:
         parts.append("".join(literal))
         if "prompt" not in parts[1::2]:
             raise PromptFormatError(
-                f"{_preview(text)} needs a {{prompt}} placeholder (or use plain, chat or raw)", field
+                f"{preview(text)} needs a {{prompt}} placeholder (or use plain, chat or raw)", field
             )
         return cls(tuple(parts))
 

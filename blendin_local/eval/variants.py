@@ -12,6 +12,7 @@ import re
 from typing import Any
 
 from blendin_local.engine.methods import METHODS
+from blendin_local.engine.prompts import preview
 from blendin_local.errors import BlendinError
 
 # switch -> the settings it gives when on, and when off
@@ -27,7 +28,9 @@ def parse_variant(name: str) -> tuple[str, dict[str, Any]]:
     """(the method, the settings its switches give) for a variant name; a BlendinError if it is not one."""
     method = re.match(r"[a-z]+", name)
     if method is None or method.group() not in METHODS:
-        raise BlendinError(f"unknown method {name!r}; known: {', '.join(METHODS)}, each with +/- {', '.join(SWITCHES)}")
+        raise BlendinError(
+            f"unknown method {preview(name)}; known: {', '.join(METHODS)}, each with +/- {', '.join(SWITCHES)}"
+        )
     overrides: dict[str, Any] = {}
     position = method.end()
     for switch in _SWITCH.finditer(name, position):
@@ -38,7 +41,7 @@ def parse_variant(name: str) -> tuple[str, dict[str, Any]]:
         position = switch.end()
     if position != len(name):
         raise BlendinError(
-            f"{name!r}: after the method come switches +NAME or -NAME, where NAME is one of {', '.join(SWITCHES)}"
+            f"{preview(name)}: after the method come switches +NAME or -NAME, where NAME is one of {', '.join(SWITCHES)}"
         )
     return method.group(), overrides
 

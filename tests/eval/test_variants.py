@@ -56,3 +56,10 @@ def test_an_answer_loops_when_a_word_4gram_comes_three_times():
     assert loops("Add the milk. Add the milk! add THE milk, Add the milk.")
     assert not loops("Add the milk. Add the milk. Then stir.")
     assert not loops("one two three four five six seven eight nine ten")
+
+
+@pytest.mark.parametrize("name", ["x" * 100_000, "blendin" + "+loop" * 20_000 + "!"])
+def test_a_huge_name_gets_a_short_error(name):
+    with pytest.raises(BlendinError) as error:
+        parse_variant(name)
+    assert len(str(error.value)) < 200 and "\n" not in str(error.value)
