@@ -1,9 +1,12 @@
 #!/usr/bin/env bash
 # The ablation behind docs/results.md's "Answers that end and don't loop": the default pair,
 # greedy, the paper's methods and BlendIn with each addition of issue 14 switched on alone and
-# together (eval/variants.py names them: +loop the loop trigger, +end the ending trigger,
-# +fewshot the few-shot base prompt). IFEval: 300 items at 1024 new tokens (its longest length
-# instructions need several hundred words); JustEval and XSTest: 100 items each at 512 and 256.
+# together (eval/variants.py names them: +loop the loop trigger, +fewshot the few-shot base
+# prompt, +endprobe the ending trigger measuring only). A +endprobe row is BlendIn without the
+# ending trigger, and scripts/ending_sweep.py derives from it the row of every ending threshold
+# (eval/ending_sweep.py says why that is exact), so three BlendIn rows give all of them.
+# IFEval: 300 items at 1024 new tokens (its longest length instructions need several hundred
+# words); XSTest and JustEval: 100 items each at 256 and 512.
 # Items go one at a time through every row, so an interrupted run has every row at the same
 # depth. Resumable: run it again and it continues where it stopped (kill -9 loses at most the
 # samples in flight).
@@ -12,7 +15,7 @@ set -euo pipefail
 DATA_DIR=${BLENDIN_DATA_DIR:-../shared/data}
 OUT=${1:-runs/ablation}
 shift || true
-ROWS=base,guide,nudging,blendin-loop-end,blendin+loop-end,blendin-loop+end,blendin+loop+end,blendin+loop+end+fewshot
+ROWS=base,guide,nudging,blendin-loop+endprobe,blendin+loop+endprobe,blendin+loop+endprobe+fewshot
 for spec in ifeval:300:1024 xstest:100:256 justeval:100:512; do
     IFS=: read -r dataset limit max_tokens <<<"$spec"
     resume=""
@@ -20,4 +23,5 @@ for spec in ifeval:300:1024 xstest:100:256 justeval:100:512; do
     blendin eval --dataset "$dataset" --limit "$limit" --methods "$ROWS" --max-tokens "$max_tokens" \
         --data-dir "$DATA_DIR" --out "$OUT/$dataset" $resume "$@"
 done
+python scripts/ending_sweep.py "$OUT"/ifeval "$OUT"/xstest "$OUT"/justeval --data-dir "$DATA_DIR"
 blendin eval report "$OUT"/ifeval "$OUT"/xstest "$OUT"/justeval --out docs/results/ablation

@@ -19,7 +19,7 @@ import llama_cpp.llama_cpp as llama
 import numpy as np
 
 from blendin_local.backends.cpu_kernels import GATE, repack_setting
-from blendin_local.backends.gguf_file import check_gguf_file, explain_load_failure
+from blendin_local.backends.gguf_file import check_gguf_file, display_name, explain_load_failure
 from blendin_local.engine.model import ContextFull
 from blendin_local.errors import BlendinError
 
@@ -41,12 +41,27 @@ def default_threads() -> int:
     return max(1, len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1)
 
 
+ALL_LAYERS = -1  # llama.cpp reads any count above the model's layers as all of them; -1 spells it
+
+
+def gpu_layers_for(asked: int | None, supports_offload: bool) -> int:
+    """Layers to offload: what was asked, else all of them where this llama.cpp build can offload
+    (Metal, CUDA, Vulkan: as llama.cpp's own tools do since they default -ngl to all), else none."""
+    if asked is not None:
+        return asked
+    return ALL_LAYERS if supports_offload else 0
+
+
+def supports_gpu_offload() -> bool:
+    return bool(llama.llama_supports_gpu_offload())
+
+
 @dataclass(frozen=True)
 class LoadOptions:
     n_ctx: int = 4096
     n_threads: int | None = None
     n_batch: int = 512
-    gpu_layers: int = 0
+    gpu_layers: int | None = None  # None: all where the build can offload, else none (gpu_layers_for)
     vocab_only: bool = False  # the tokenizer alone: no weights, no context (for bridge reports)
     repack: str | None = (
         None  # llama.cpp's extra CPU buffers: auto|on|off, None = $BLENDIN_REPACK or auto (cpu_kernels.py)
@@ -58,12 +73,12 @@ class LlamaModel:
 
     def __init__(self, path: str | Path, options: LoadOptions = LoadOptions()):
         path = Path(path)
-        check_gguf_file(path)
+        header = check_gguf_file(path)
         init_backend()
         self.path = path
-        self.name = path.stem
+        self.name = display_name(header, path)  # general.name and the quant: an Ollama blob has no name of its own
         model_params = llama.llama_model_default_params()
-        model_params.n_gpu_layers = options.gpu_layers
+        model_params.n_gpu_layers = gpu_layers_for(options.gpu_layers, supports_gpu_offload())
         model_params.vocab_only = options.vocab_only
         if not options.vocab_only:
             # Decided once per process, before the first weights load (a crash here is a signal).

@@ -80,6 +80,17 @@ class StepEvent:
     entry: TraceEntry
 
 
+@dataclass(frozen=True)
+class EndCheck:
+    """The ending trigger asked the guide at a boundary: after `tokens` answer tokens, whose text
+    is the result's first `chars` characters, its end-of-turn probability was `probability`. The
+    answer a threshold t gives ends at the first check with probability >= t (eval/ending_sweep.py)."""
+
+    tokens: int
+    chars: int
+    probability: float
+
+
 @dataclass
 class GenerationResult:
     text: str
@@ -95,6 +106,7 @@ class GenerationResult:
     tokens_per_s: float
     seed: int | None
     trace: list[TraceEntry] = field(default_factory=list)
+    end_checks: list[EndCheck] = field(default_factory=list)
 
     def as_dict(self, with_trace: bool = True) -> dict[str, Any]:
         data = asdict(self)
@@ -148,6 +160,7 @@ class Generation:
         self.leading_whitespace = LeadingWhitespace(hidden=labelled and not shares_base_prompt)
         self.stream = (AnswerText if labelled else TextStream)(settings.stop_strings())
         self.trace: list[TraceEntry] = []
+        self.end_checks: list[EndCheck] = []
         self.stop_reason = "length"
         self.started = time.perf_counter()
         self.finished_at: float | None = None
@@ -182,6 +195,8 @@ class Generation:
             except ContextFull:
                 self.stop_reason = "context"
                 break
+            if decision.end_probability is not None:
+                self.end_checks.append(EndCheck(len(self.trace), len(self.stream.text), decision.end_probability))
             if decision.end:
                 self.stop_reason = decision.end_reason
                 break
@@ -244,4 +259,5 @@ class Generation:
             tokens_per_s=n / elapsed if elapsed > 0 else 0.0,
             seed=self.seed,
             trace=list(self.trace),
+            end_checks=list(self.end_checks),
         )

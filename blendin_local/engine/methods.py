@@ -50,6 +50,7 @@ class StepDecision:
     guide_rank: int | None = None  # at an intervention: the rank of the guide's top token in p_B (0 = top)
     end: bool = False  # the answer ends here: an end-of-generation token, or a trigger's decision
     end_reason: str = "eos"  # the generation's stop_reason when `end`: eos, or loop
+    end_probability: float | None = None  # the guide's, when the ending trigger asked it at this step
 
 
 class NextTokenDistribution:
@@ -188,26 +189,37 @@ class BlendIn(OnBaseVocabulary):
             )
             if self.repeating >= LOOP_STOP_TOKENS:
                 return StepDecision(b"", "base", end=True, end_reason="loop")
-        proposal = None
-        if self.ending is not None and answer and at_boundary(b"".join(ctx.base.model.pieces[t] for t in answer[-2:])):
-            proposal = ctx.guide.propose()
-            if end_probability(proposal.on_base_sparse, ctx.guide.bridge.base.eos_id) >= self.ending.threshold:
-                return StepDecision(b"", "guide", end=True)
-        return ctx.base_decision(self._next_token(ctx, answer, proposal))
+        if (
+            self.ending is None
+            or not answer
+            or not at_boundary(b"".join(ctx.base.model.pieces[t] for t in answer[-2:]))
+        ):
+            return ctx.base_decision(self._next_token(ctx, answer, None))
+        proposal = ctx.guide.propose()
+        p_end = end_probability(proposal.on_base_sparse, ctx.guide.bridge.base.eos_id)
+        if p_end >= self.ending.threshold:
+            return StepDecision(b"", "guide", end=True, end_probability=p_end)
+        decision = ctx.base_decision(self._next_token(ctx, answer, proposal))
+        decision.end_probability = p_end
+        return decision
 
     def next_token_distribution(self, ctx: DecodeContext) -> NextTokenDistribution:
         return self._next_token(ctx, [], None)
 
     def _next_token(self, ctx: DecodeContext, answer: list[int], proposal: Proposal | None) -> NextTokenDistribution:
-        """`proposal`: the guide's, when this step already asked it (at a boundary)."""
+        """`proposal`: the guide's, when this step already asked it (at a boundary); used only if
+        the step blends."""
         p_base = ctx.base.probs()
         top = float(p_base.max())
         unsure = should_intervene(top, self.gamma)
         if not unsure and self.loop is not None:
             unsure = repeats_ngram(answer, int(p_base.argmax()), self.loop.ngram, self.loop.window)
         if not unsure:
-            # A proposal read at this step still tells the guide how to settle the base's token.
-            return NextTokenDistribution(p_base, "base", top, proposal=proposal)
+            # A proposal the ending trigger read is not passed on: the guide's view of the text
+            # stays what it is without that trigger, so the trigger only decides where the answer
+            # ends and the text up to there is BlendIn's own (the ablation derives every threshold
+            # from one run on that).
+            return NextTokenDistribution(p_base, "base", top)
         proposal = proposal or ctx.guide.propose()
         guide = proposal.on_base_sparse  # sparse on the base vocabulary: the dense 262k vector is never built
         mixed = blend(p_base, guide, self.alpha, top)

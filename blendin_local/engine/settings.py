@@ -153,8 +153,9 @@ class GenerationSettings(BaseModel):
     end_threshold: float = Field(
         0.5,
         gt=0.0,
-        le=1.0,
-        description="The guide's end-of-turn probability at a line or sentence end that ends the answer.",
+        description="The guide's end-of-turn probability at a line or sentence end that ends the answer;"
+        " above 1 it never ends one, the probabilities are only measured (end_checks in --json and eval"
+        " records), to choose a threshold afterwards.",
     )
     stop: list[str] = Field(default_factory=list, description="Stop string (repeatable).")
     stop_at_new_turn: bool = Field(

@@ -128,9 +128,10 @@ def load_rows(run_dirs: list[Path]) -> tuple[list[Row], dict[str, dict[str, list
 
 
 def _row_order(name: str) -> tuple[int, int, str]:
-    """The methods in METHODS' order, each followed by its variants; unknown names last."""
+    """The methods in METHODS' order, each followed by its variants (a row derived at an ending
+    threshold, `variant@t`, among them); unknown names last."""
     try:
-        method = method_of(name)
+        method = method_of(name.partition("@")[0])
     except BlendinError:
         return len(METHODS), 0, name
     return METHODS.index(method), int(name != method), name

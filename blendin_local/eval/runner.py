@@ -65,6 +65,9 @@ def sample_record(
         "alphas": alphas,
         "guide_ranks": ranks,
         "base_top_p": [None if e.base_top_p is None else round(e.base_top_p, 4) for e in result.trace],
+        "intervened": [i for i, e in enumerate(result.trace) if e.source != "base"],
+        # The ending trigger's checks (eval/ending_sweep.py derives every threshold's answer from them).
+        "end_checks": [[c.tokens, c.chars, round(c.probability, 6)] for c in result.end_checks],
         "tokens_per_s": result.tokens_per_s,
         "seconds": round(seconds, 3),
     }

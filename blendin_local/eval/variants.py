@@ -19,6 +19,9 @@ from blendin_local.errors import BlendinError
 SWITCHES: dict[str, tuple[dict[str, Any], dict[str, Any]]] = {
     "loop": ({"loop_trigger": True}, {"loop_trigger": False}),
     "end": ({"end_trigger": True}, {"end_trigger": False}),
+    # The ending trigger measuring only (a threshold above 1 never ends an answer): the row is
+    # BlendIn without it, and eval/ending_sweep.py derives the row of every threshold from it.
+    "endprobe": ({"end_trigger": True, "end_threshold": 2.0}, {"end_trigger": False}),
     "fewshot": ({"base_prompt": "fewshot"}, {"base_prompt": "plain"}),
 }
 _SWITCH = re.compile(r"([+-])([a-z]+)")

@@ -174,7 +174,7 @@ def render(report: dict[str, Any]) -> str:
         f"platform          {report['platform']}",
         f"llama-cpp-python  {llama['llama_cpp_python']} ({llama['library']})",
         f"llama.cpp build   {llama['system_info']}",
-        f"GPU offload       {'supported' if llama['gpu_offload'] else 'not in this build (CPU only)'}",
+        f"GPU offload       {'supported: all layers by default (-ngl N for fewer)' if llama['gpu_offload'] else 'not in this build (CPU only)'}",
         f"CPU               {cpu['model']} ({cpu['machine']}), {cpu['cores_available']} of {cpu['cores']} cores"
         f" available, default threads {cpu['default_threads']}"
         + (f", AMX: {' '.join(cpu['amx'])}" if cpu["amx"] else ""),

@@ -2,6 +2,8 @@
 then on scripted models: a scripted loop gets broken (or ended), a scripted end is taken, and with
 both triggers off the output is byte-identical to the paper's BlendIn."""
 
+import zlib
+
 import numpy as np
 import pytest
 from hypothesis import given
@@ -152,3 +154,49 @@ def test_every_stop_reason_has_an_openai_finish_reason():
 
     assert set(FINISH_REASONS) == set(STOP_REASONS)
     assert set(FINISH_REASONS.values()) <= {"stop", "length"}
+
+
+# -- the ending trigger only decides where the answer ends ------------------------------------
+
+WORDS = [EOS, b"tea", b" is", b" hot", b" cold", b".", b"\n", b" Sip", b" it", b"!", b" Done"]
+
+
+def hashed_rule(seed: int, end_weight: float):
+    """A model whose preferences are a fixed pseudo-random function of the text so far: sometimes
+    sure, sometimes not, with an end token of varying weight."""
+
+    def rule(fed):
+        h = zlib.crc32(b"|".join(fed[-3:]) + seed.to_bytes(4, "little"))
+        rng = np.random.default_rng(h)
+        logits = rng.normal(0.0, 2.0, len(WORDS))
+        logits[0] += end_weight
+        return {piece: float(v) for piece, v in zip(WORDS, logits, strict=True)}
+
+    return rule
+
+
+def ending_run(seed: int, **settings):
+    pair = ScriptedPair(
+        ScriptedModel("base", WORDS, hashed_rule(seed, -4.0)), ScriptedModel("guide", WORDS, hashed_rule(seed + 1, 1.0))
+    )
+    values = {"max_tokens": 40, "base_prompt": "plain", "guide_prompt": "plain", "method": "blendin", **settings}
+    return Generation(pair, MESSAGES, GenerationSettings(**values)).run()
+
+
+@given(st.integers(0, 10_000), st.sampled_from([0.05, 0.2, 0.5, 0.9]), st.booleans())
+def test_an_ending_threshold_cuts_the_measured_run_where_its_first_check_reaches_it(seed, threshold, loop):
+    loop_settings = {"loop_trigger": loop, "loop_ngram": 3}
+    off = ending_run(seed, **loop_settings)
+    measured = ending_run(seed, end_trigger=True, end_threshold=2.0, **loop_settings)
+    # Measuring changes nothing: the same text, token for token.
+    assert (measured.text, measured.trace, measured.stop_reason) == (off.text, off.trace, off.stop_reason)
+    assert all(0.0 <= c.probability <= 1.0 for c in measured.end_checks)
+    ended = ending_run(seed, end_trigger=True, end_threshold=threshold, **loop_settings)
+    first = next((c for c in measured.end_checks if c.probability >= threshold), None)
+    if first is None:
+        assert (ended.text, ended.stop_reason) == (off.text, off.stop_reason)
+    else:
+        assert ended.stop_reason == "eos"
+        assert ended.text == measured.text[: first.chars] and ended.n_tokens == first.tokens
+        assert ended.trace == measured.trace[: first.tokens]
+        assert ended.end_checks == [c for c in measured.end_checks if c.tokens <= first.tokens]

@@ -278,8 +278,8 @@ def test_verdicts():
 
 def test_suggested_gamma_targets_a_tenth_of_tokens():
     tops = [i / 100 for i in range(100)]
-    assert suggest_gamma(tops) == 0.1
-    assert suggest_gamma([]) == 0.4
+    assert suggest_gamma([tops]).gamma == 0.1
+    assert suggest_gamma([]).gamma is None
 
 
 @pytest.mark.models

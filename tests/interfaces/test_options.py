@@ -60,8 +60,10 @@ def test_each_field_is_an_option_with_the_models_default_and_range(command, name
             assert low is None
         if "le" in bounds or "lt" in bounds:
             assert high == bounds.get("le", bounds.get("lt")) and kind.max_open == ("lt" in bounds)
-        else:  # the command line bounds counts by llama.cpp's int32
+        elif isinstance(kind, click.IntRange):  # the command line bounds counts by llama.cpp's int32
             assert high == 2**31 - 1
+        else:  # a finite float with no upper bound (end_threshold: above 1 only measures)
+            assert high is None
     else:  # alpha's range is the model's: AlphaType reads "auto" as well as numbers
         assert not bounds or isinstance(kind, AlphaType), (name, kind)
 

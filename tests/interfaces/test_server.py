@@ -132,11 +132,11 @@ def chat(client, model_id, content=QUESTION, **kw):
 def test_models_lists_the_pair_and_accepts_its_aliases(client, model_id):
     models = client.models.list().data
     assert len(models) == 1
-    assert model_id == "blendin:SmolLM2-135M-Instruct.Q4_1->gemma-3-270m-q4_k_m"
+    assert model_id == "blendin:Smollm2 135M 8k Lc100K Mix1 Ep2 Q4_1->Gemma 3 270m Q4_K_M"  # general.name and quant
     assert client.models.retrieve(model_id).id == model_id
     assert client.models.retrieve("default").id == model_id
     extra = models[0].model_extra["blendin"]
-    assert extra["base"] == "gemma-3-270m-q4_k_m" and extra["n_ctx"] == 1024
+    assert extra["base"] == "Gemma 3 270m Q4_K_M" and extra["n_ctx"] == 1024
 
 
 def test_chat_completion_with_usage_and_blending_stats(client, model_id):

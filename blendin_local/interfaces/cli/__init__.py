@@ -17,6 +17,8 @@ from blendin_local.interfaces.cli.eval import diagnose, eval_group
 from blendin_local.interfaces.cli.generate import generate
 from blendin_local.interfaces.cli.models import models
 from blendin_local.interfaces.cli.options import read_text_as_utf8
+from blendin_local.interfaces.cli.pair_check import check as pair_check
+from blendin_local.interfaces.cli.pairs import pair_group
 from blendin_local.interfaces.cli.serve import serve
 
 
@@ -26,7 +28,8 @@ def cli():
     """BlendIn: an unaligned base model guided by a small aligned model, offline."""
 
 
-for command in (generate, models, doctor, eval_group, diagnose, chat, serve):
+pair_group.add_command(pair_check)
+for command in (generate, models, pair_group, doctor, eval_group, diagnose, chat, serve):
     cli.add_command(command)
 
 

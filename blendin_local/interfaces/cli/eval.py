@@ -182,7 +182,7 @@ def diagnose(dataset, limit, data_dir, settings_values, as_json, models):
     """Before a long run: is this pair worth it? Exit code 0 worth it, 3 borderline, 4 not worth it."""
     import json
 
-    from blendin_local.eval.diagnose import judge_pair
+    from blendin_local.eval.diagnose import agreement_line, coverage_line, judge_pair, suggestion_line
     from blendin_local.eval.runner import run_samples
 
     GenerationSettings.checked(**settings_values)  # before the data and the models load
@@ -205,18 +205,14 @@ def diagnose(dataset, limit, data_dir, settings_values, as_json, models):
     if as_json:
         click.echo(json.dumps(result.as_dict()))
     else:
-        agreement = "-" if result.guide_in_base_top_k is None else f"{100 * result.guide_in_base_top_k:.0f}%"
-        alpha = "-" if result.mean_alpha is None else f"{result.mean_alpha:.2f}"
         click.echo(f"pair: {pair.guide.name} -> {pair.base.name}")
-        click.echo(
-            f"bridge: {result.exact_pct:.1f}% exact, {result.prefix_pct:.1f}% prefix, {result.unmapped_pct:.1f}% unmapped"
-        )
+        click.echo(coverage_line(coverage))
         click.echo(f"sample: {result.n_answers} {dataset} questions, gamma {gamma}, up to {max_tokens} tokens")
         click.echo(
             f"BlendIn intervention rate: {100 * result.blendin_rate:.1f}%   Nudging: {100 * result.nudging_rate:.1f}%"
         )
-        click.echo(f"guide's top token in the base's top 10 at interventions: {agreement}   mean alpha: {alpha}")
-        click.echo(f"suggested gamma: {result.suggested_gamma} (about 10% of tokens would be interventions)")
+        click.echo(agreement_line(result.guide_in_base_top_k, result.mean_alpha))
+        click.echo(suggestion_line(result.suggested_gamma, result.suggested_gamma_note))
         click.echo(f"verdict: {result.verdict}: {result.reason}")
     sys.exit(result.exit_code)
 

@@ -10,23 +10,27 @@ from __future__ import annotations
 
 import functools
 import math
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal, get_args, get_origin
 
 import annotated_types
 import click
+from click.core import ParameterSource
 from pydantic.fields import FieldInfo
 
 from blendin_local import pair
+from blendin_local.backends import registry
 from blendin_local.backends.cpu_kernels import REPACK_ENV, REPACK_SETTINGS
 from blendin_local.backends.llama import LoadOptions, default_threads
+from blendin_local.backends.registry import PairEntry
 from blendin_local.engine.prompts import PromptFormatError, check_style, utf8_problem
 from blendin_local.engine.settings import ALPHA_AUTO, GenerationSettings, check_anti, value_type
 from blendin_local.pair import BlendPair
 
 SOURCE_COLOURS = {"base": None, "blend": "yellow", "guide": "green"}
 INT32_MAX = 2**31 - 1  # llama.cpp counts tokens, positions and layers in int32
+CTX_SIZE = click.IntRange(registry.CTX_SIZE_MIN, registry.CTX_SIZE_MAX)
 MAX_THREADS = 512  # ggml's GGML_MAX_N_THREADS
 
 
@@ -188,6 +192,7 @@ def generation_options(
         @functools.wraps(f)
         def command(*args, **kwargs):
             values = {name: kwargs.pop(name) for name in fields}
+            values.update(pair_defaults(values))
             if "stop" in values:
                 values["stop"] = list(values["stop"])
             return f(*args, settings_values=values, **kwargs)
@@ -201,6 +206,21 @@ def generation_options(
     return decorate
 
 
+def given(ctx: click.Context, name: str) -> bool:
+    """Whether the option `name` was set by the user (command line, environment), not left at its default."""
+    return ctx.get_parameter_source(name) not in (None, ParameterSource.DEFAULT)
+
+
+def pair_defaults(names: Iterable[str]) -> dict[str, Any]:
+    """The chosen pair's settings for the options among `names` the user did not set: a pair's
+    values replace the command's defaults, and the options given on the command line replace them."""
+    ctx = click.get_current_context()
+    chosen = chosen_pair(ctx)
+    if chosen is None:
+        return {}
+    return {name: value for name, value in chosen.settings.items() if name in names and not given(ctx, name)}
+
+
 def checked_settings(settings_values: dict[str, Any], anti: str | None) -> GenerationSettings:
     """The command's settings, refused in one line before any model loads if a value is bad or the
     method needs an anti model that --anti does not give."""
@@ -211,25 +231,38 @@ def checked_settings(settings_values: dict[str, Any], anti: str | None) -> Gener
 
 # -- the models --------------------------------------------------------------------------------
 
+PAIR_META = "blendin.pair"
+
+
+def chosen_pair(ctx: click.Context) -> PairEntry | None:
+    """The registry pair of a command that loads models: --pair, else the default pair (read once
+    per command). None for a command without model options."""
+    if "pair_name" not in ctx.params:
+        return None
+    if PAIR_META not in ctx.meta:
+        ctx.meta[PAIR_META] = registry.pair_entry(ctx.params["pair_name"] or registry.DEFAULT_PAIR)
+    return ctx.meta[PAIR_META]
+
 
 @dataclass(frozen=True)
 class ModelChoice:
     """What the model options of a command name: the files, and how llama.cpp loads them."""
 
-    base: str | None
+    base: str | None  # as given: None is the pair's
     guide: str | None
     anti: str | None
     ctx_size: int
     threads: int | None
-    gpu_layers: int
+    gpu_layers: int | None
     repack: str | None
+    pair_entry: PairEntry  # --pair's, or the default pair
 
     def load(self, threads: int | None = None) -> BlendPair:
         """The pair these options name (local, remote or mixed), with `threads` if given."""
         options = LoadOptions(
             n_ctx=self.ctx_size, n_threads=threads or self.threads, gpu_layers=self.gpu_layers, repack=self.repack
         )
-        return pair.load_pair(self.base, self.guide, self.anti, options, remote_settings())
+        return pair.load_pair(self.base, self.guide, self.anti, options, remote_settings(), self.pair_entry.name)
 
 
 def model_options(f):
@@ -237,22 +270,33 @@ def model_options(f):
     ModelChoice, `models`."""
 
     @functools.wraps(f)
-    def with_models(*args, base, guide, anti, ctx_size, threads, gpu_layers, repack, **kwargs):
-        return f(*args, models=ModelChoice(base, guide, anti, ctx_size, threads, gpu_layers, repack), **kwargs)
+    def with_models(*args, base, guide, anti, ctx_size, threads, gpu_layers, repack, pair_name, **kwargs):
+        ctx = click.get_current_context()
+        chosen = chosen_pair(ctx)
+        assert chosen is not None  # this command has --pair
+        if chosen.ctx_size is not None and not given(ctx, "ctx_size"):
+            ctx_size = chosen.ctx_size
+        choice = ModelChoice(base, guide, anti, ctx_size, threads, gpu_layers, repack, chosen)
+        return f(*args, models=choice, **kwargs)
 
     command = with_models
     for option in reversed(
         [
-            click.option("--base", help="Base model: registry name or GGUF path [default: the default pair's]."),
-            click.option("--guide", help="Guide model: registry name or GGUF path [default: the default pair's]."),
+            click.option(
+                "--pair",
+                "pair_name",
+                help="A registry pair (blendin pair list): its models, and its settings as the defaults"
+                f" of the options not given [default: {registry.DEFAULT_PAIR}].",
+            ),
+            click.option("--base", help="Base model: registry name or GGUF path [default: the pair's]."),
+            click.option("--guide", help="Guide model: registry name or GGUF path [default: the pair's]."),
             click.option("--anti", help="The guide's untuned counterpart, for --method proxy."),
             click.option(
                 "-c",
                 "--ctx-size",
-                type=click.IntRange(16, INT32_MAX),
+                type=CTX_SIZE,
                 default=4096,
-                show_default=True,
-                help="Context size of each model.",
+                help="Context size of each model [default: the pair's, else 4096].",
             ),
             click.option(
                 "-t",
@@ -262,11 +306,13 @@ def model_options(f):
                 help=f"CPU threads [default: {default_threads()}].",
             ),
             click.option(
+                "-ngl",
                 "--gpu-layers",
+                "gpu_layers",
                 type=click.IntRange(-1, INT32_MAX),
-                default=0,
-                show_default=True,
-                help="Layers to offload (Metal/CUDA builds of llama-cpp-python; -1 = all).",
+                default=None,
+                help="Layers to offload to the GPU, -1 = all (Metal/CUDA/Vulkan builds of llama-cpp-python)"
+                " [default: all where this build can offload, else 0].",
             ),
             click.option(
                 "--repack",

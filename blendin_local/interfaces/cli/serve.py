@@ -173,10 +173,10 @@ def serve(
 ):
     """Serve the pair with an OpenAI-compatible API: /v1/models, /v1/completions, /v1/chat/completions.
 
-    The sampling and blending options are the defaults for requests that do not set a field;
-    a request may set temperature, top_p, max_tokens, stop, seed, presence_penalty and
-    frequency_penalty, and any other generation setting (method, gamma, alpha, top_k, min_p,
-    repeat_penalty, loop_trigger, end_trigger, base_prompt, ...) as an extra body field.
+    The sampling and blending options, and the settings of --pair, are the defaults for requests
+    that do not set a field; a request may set temperature, top_p, max_tokens, stop, seed,
+    presence_penalty and frequency_penalty, and any other generation setting (method, gamma, alpha,
+    top_k, min_p, repeat_penalty, loop_trigger, end_trigger, base_prompt, ...) as an extra body field.
     """
     try:
         import uvicorn
@@ -190,9 +190,10 @@ def serve(
         pair = models.load()
         worker = None
         try:
-            aliases = ["blendin", f"blendin:{models.guide or 'default'}->{models.base or 'default'}"]
+            named = models.pair_entry.name  # --pair's or the default pair's: also a model id requests may use
+            aliases = ["blendin", f"blendin:{models.guide or named}->{models.base or named}"]
             if models.base is None and models.guide is None:
-                aliases.append("default")
+                aliases.append(named)
             loopback = is_loopback(host)
             app = create_app(
                 pair,

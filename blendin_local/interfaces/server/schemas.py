@@ -15,6 +15,7 @@ from typing import Annotated, Any, Literal, get_origin
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, create_model, model_validator
 from pydantic_core import PydanticCustomError
 
+from blendin_local.engine.messages import MessageError, read_conversation
 from blendin_local.engine.prompts import Message, PromptFormatError
 from blendin_local.engine.settings import ALPHA_AUTO, GenerationSettings, value_type
 from blendin_local.interfaces.server.errors import ApiError, as_text, shown
@@ -197,41 +198,9 @@ def request_settings(body: SamplingRequest, defaults: GenerationSettings) -> Gen
 
 
 def chat_messages(messages: Sequence[ChatMessageIn]) -> list[Message]:
-    """A chat request's messages as the engine takes them: text only, a system message only first,
-    and the user's last (the answer continues the conversation from there)."""
-    out: list[Message] = []
-    for i, m in enumerate(messages):
-        role = "system" if m.role == "developer" else m.role
-        if role not in ("system", "user", "assistant"):
-            raise ApiError(
-                400,
-                f"messages[{i}]: role {shown(m.role)} is not supported (system, user, assistant)",
-                param=f"messages[{i}].role",
-            )
-        if role == "system" and i > 0:
-            raise ApiError(
-                400,
-                f"messages[{i}]: a system message is supported only as the first message",
-                param=f"messages[{i}].role",
-            )
-        if isinstance(m.content, list):
-            parts = []
-            for part in m.content:
-                if part.get("type") != "text" or not isinstance(part.get("text"), str):
-                    raise ApiError(
-                        400, f"messages[{i}]: only text content parts are supported", param=f"messages[{i}].content"
-                    )
-                parts.append(part["text"])
-            content = "".join(parts)
-        else:
-            content = m.content or ""
-        out.append(Message(role, content))
-    if not out:
-        raise ApiError(400, "messages is empty", param="messages")
-    if out[-1].role != "user":
-        raise ApiError(
-            400,
-            "the last message must be the user's: the answer continues the conversation from there",
-            param="messages",
-        )
-    return out
+    """A chat request's messages as the engine takes them (engine/messages.py); one that does not
+    fit is a 400 naming its field."""
+    try:
+        return read_conversation([{"role": m.role, "content": m.content} for m in messages])
+    except MessageError as e:
+        raise ApiError(400, str(e), param=e.field) from None
