@@ -7,6 +7,7 @@ for event in pair.stream("...", GenerationSettings(method="nudging")): ...
 
 from __future__ import annotations
 
+import os
 import threading
 from collections.abc import Callable, Generator, Iterator, Mapping, Sequence
 from contextlib import contextmanager
@@ -92,9 +93,9 @@ def assemble_pair(
 
 
 def load_pair(
-    base: str | None,
-    guide: str | None,
-    anti: str | None,
+    base: str | os.PathLike[str] | None,
+    guide: str | os.PathLike[str] | None,
+    anti: str | os.PathLike[str] | None,
     options: LoadOptions | None = None,
     remote: RemoteSettings | None = None,
     pair: str | None = None,
@@ -106,6 +107,7 @@ def load_pair(
     --base-vocab/--guide-vocab, else from --base/--guide, else from the pair's model."""
     registry = load_registry()
     entry = pair_entry(pair or DEFAULT_PAIR, registry)
+    base, guide, anti = (None if spec is None else os.fspath(spec) for spec in (base, guide, anti))
     options = options or (LoadOptions(n_ctx=entry.ctx_size) if entry.ctx_size else LoadOptions())
     base_name, guide_name = base or entry.base, guide or entry.guide
     base_server = remote.server("base", options.n_ctx) if remote is not None else None
@@ -250,9 +252,9 @@ class BlendPair:
     @classmethod
     def load(
         cls,
-        base: str | None = None,
-        guide: str | None = None,
-        anti: str | None = None,
+        base: str | os.PathLike[str] | None = None,
+        guide: str | os.PathLike[str] | None = None,
+        anti: str | os.PathLike[str] | None = None,
         options: LoadOptions | None = None,
         pair: str | None = None,
     ) -> BlendPair:

@@ -27,6 +27,7 @@ from pathlib import Path
 from types import ModuleType
 from typing import Any
 
+from blendin_local.backends import model_sources
 from blendin_local.engine.settings import ALPHA_AUTO, GenerationSettings, value_type
 from blendin_local.errors import BlendinError, install_hint
 
@@ -129,8 +130,6 @@ def looks_like_path(spec: str) -> bool:
 def resolve_model(spec: str, registry: Registry | None = None) -> Path:
     """A GGUF path for a prefixed spec (ollama:, hf:, lmstudio:, models:; model_sources.py), a
     registry name, a file in the models cache, or a path as given."""
-    from blendin_local.backends import model_sources  # which imports nothing from this module
-
     if model_sources.source_of(spec) is not None:
         return model_sources.resolve(spec, models_dir())
     registry = registry or load_registry()

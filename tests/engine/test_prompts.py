@@ -2,6 +2,7 @@
 custom format is parsed, never given to str.format; a prompt too long for the context is refused
 before, or while, it is tokenized (issue 12)."""
 
+import re
 import string
 import time
 
@@ -279,6 +280,10 @@ def safe_reference(fmt: str, prompt: str, system: str) -> str | None:
         return None
     if all(name != "prompt" for _, name, _, _ in fields) or utf8_problem(fmt):
         return None
+    # An empty spec or conversion ("{prompt:}") parses as none at all, but it was written: the
+    # product refuses it as the spec it is.
+    if re.search(r"\{(?:prompt|system)[:!]", re.sub(r"\{\{|\}\}", "", fmt)):
+        return None
     return fmt.format(prompt=prompt, system=system)
 
 
@@ -287,6 +292,7 @@ def safe_reference(fmt: str, prompt: str, system: str) -> str | None:
 @example(fmt="{prompt!r}{prompt}", prompt="a", system="b")
 @example(fmt="{prompt:>9}{prompt}", prompt="a", system="b")
 @example(fmt="{system.__class__} {prompt}", prompt="a", system="b")
+@example(fmt="{prompt:}", prompt="", system="")
 def test_a_format_is_refused_or_renders_as_str_format_would_on_safe_fields(fmt, prompt, system):
     try:
         parsed = PromptFormat.parse(fmt, "guide_prompt")
