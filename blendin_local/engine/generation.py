@@ -27,6 +27,7 @@ from blendin_local.engine.answer_label import (
     read_answer_label,
 )
 from blendin_local.engine.base_cursor import BaseCursor
+from blendin_local.engine.blending import top_of
 from blendin_local.engine.guide_cursor import GuideCursor
 from blendin_local.engine.methods import (
     BaseOnly,
@@ -72,6 +73,7 @@ class TraceEntry:
     base_top_p: float | None
     alpha: float | None
     guide_rank: int | None = None  # BlendIn interventions: rank of the guide's top token in the base's distribution
+    guide_top: str | None = None  # where the guide was consulted for a base token: its top choice, as that base token
 
 
 @dataclass(frozen=True)
@@ -207,6 +209,7 @@ class Generation:
                 decision.base_top_p,
                 decision.alpha,
                 decision.guide_rank,
+                self._guide_top(decision),
             )
             self.trace.append(entry)
             yield StepEvent(self.stream.feed(decision.piece), entry)
@@ -219,6 +222,13 @@ class Generation:
         overrides the loop's, for a caller that ends the generation between two steps (say, a
         server's time limit, or "interrupted")."""
         return Finished(self.stream.finish(), self.result(stop_reason))
+
+    def _guide_top(self, d: StepDecision) -> str | None:
+        """The guide's most probable next piece on the base vocabulary, where a step blended its
+        proposal in (the top is cached on the proposal: auto alpha and the rank read it already)."""
+        if d.proposal is None or d.source != "blend":
+            return None
+        return self.pair.base.pieces[top_of(d.proposal.on_base_sparse)[1]].decode("utf-8", "backslashreplace")
 
     def commit(self, d: StepDecision) -> None:
         """Append a decision to every model's view of the text."""

@@ -283,6 +283,14 @@ def plot_alpha_histograms(records: dict[str, dict[str, list[dict]]], path: Path)
     return True
 
 
+def pairs_line(by_method: dict[str, list[dict]]) -> str:
+    """Which models answered, by their display names (records before they were kept say nothing)."""
+    pairs = sorted({(r["guide"], r["base"]) for records in by_method.values() for r in records if "base" in r})
+    if not pairs:
+        return ""
+    return "Models: " + "; ".join(f"guide {guide} -> base {base}" for guide, base in pairs) + ".\n\n"
+
+
 def write_report(run_dirs: list[Path], out: Path) -> Path:
     rows, records = load_rows(run_dirs)
     out.mkdir(parents=True, exist_ok=True)
@@ -291,7 +299,9 @@ def write_report(run_dirs: list[Path], out: Path) -> Path:
     has_alphas = plot_alpha_histograms(records, out / "alpha_histograms.png")
     parts = ["# Results\n"]
     for dataset in dict.fromkeys(r.dataset for r in rows):
-        parts.append(f"## {dataset}\n\n{markdown_table([r for r in rows if r.dataset == dataset])}\n")
+        parts.append(
+            f"## {dataset}\n\n{pairs_line(records[dataset])}{markdown_table([r for r in rows if r.dataset == dataset])}\n"
+        )
     parts.append("![intervention rate against score](intervention_vs_score.png)\n")
     if has_alphas:
         parts.append("![auto alpha at interventions](alpha_histograms.png)\n")

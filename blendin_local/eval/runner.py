@@ -51,6 +51,8 @@ def sample_record(
     return {
         "id": item.id,
         "method": method,
+        "base": result.base,  # the models' display names (general.name and quant), for the report
+        "guide": result.guide,
         "question": item.question,
         "output": result.text,
         "score": scoring.get("score"),

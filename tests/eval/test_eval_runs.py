@@ -140,13 +140,17 @@ def test_record_fields_and_report(tmp_path):
         "alphas",
         "seconds",
         "tokens_per_s",
+        "intervened",
+        "end_checks",
     ):
         assert key in record
+    assert (record["base"], record["guide"]) == ("Gemma 3 270m Q4_K_M", "Smollm2 135M 8k Lc100K Mix1 Ep2 Q4_1")
     assert json.loads((out / "config.json").read_text())["dataset"] == "gsm8k"
     report = blendin("eval", "report", str(out), "--out", str(tmp_path / "report"))
     assert report.returncode == 0, report.stderr.decode()
     text = (tmp_path / "report" / "report.md").read_text()
     assert "| blendin | 2 |" in text and "| base | 2 |" in text
+    assert "Models: guide Smollm2 135M 8k Lc100K Mix1 Ep2 Q4_1 -> base Gemma 3 270m Q4_K_M." in text
     for png in ("intervention_vs_score.png", "alpha_histograms.png"):
         assert (tmp_path / "report" / png).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert (tmp_path / "report" / "summary.csv").read_text().startswith("dataset,method,n,score")

@@ -155,6 +155,9 @@ def stopping_server(config, worker):
     help="Require Authorization: Bearer KEY on /v1/*.",
 )
 @click.option("--docs", is_flag=True, help="Serve the API's documentation: /docs, /redoc, /openapi.json.")
+@click.option(
+    "--no-web", is_flag=True, help="Do not serve the web page at / (a chat that shows who decided each piece)."
+)
 @generation_options(exclude=("system",))
 @model_options
 def serve(
@@ -168,10 +171,12 @@ def serve(
     request_timeout,
     api_key,
     docs,
+    no_web,
     settings_values,
     models,
 ):
-    """Serve the pair with an OpenAI-compatible API: /v1/models, /v1/completions, /v1/chat/completions.
+    """Serve the pair with an OpenAI-compatible API: /v1/models, /v1/completions, /v1/chat/completions,
+    and a web page at / that chats with it and shows who decided each piece (--no-web: none).
 
     The sampling and blending options, and the settings of --pair, are the defaults for requests
     that do not set a field; a request may set temperature, top_p, max_tokens, stop, seed,
@@ -206,6 +211,7 @@ def serve(
                 request_timeout=request_timeout or None,
                 api_key=api_key,
                 docs=docs,
+                web=not no_web,
                 allowed_hosts=[*LOOPBACK_HOSTS, *implied_hosts(host, cors_origins)] if loopback else None,
             )
             worker = app.state.worker
@@ -214,6 +220,8 @@ def serve(
                 f" (one request at a time, {queue_size} may wait)",
                 err=True,
             )
+            if not no_web:
+                click.echo(f"blendin serve: the web page is http://{as_host_name(host)}:{port}/", err=True)
             if not loopback and api_key is None:
                 click.echo(
                     f"blendin serve: warning: {host} is not a loopback address and there is no --api-key:"

@@ -4,7 +4,8 @@
 
 Endpoints: GET /v1/models, GET /v1/models/{id}, POST /v1/completions, POST /v1/chat/completions
 (streamed as server-sent events with "stream": true), GET /health; /docs, /redoc and
-/openapi.json only with `docs=True`. One generation at a time, by the GenerationWorker
+/openapi.json only with `docs=True`; the web page at GET / (with /web/app.js and /web/style.css,
+files of the package: web/) unless `web=False`. One generation at a time, by the GenerationWorker
 (worker.py); a streaming client that disconnects stops its generation at the next token, a
 waiting client that disconnects leaves the queue.
 
@@ -37,17 +38,20 @@ import time
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
+from importlib import resources
 from typing import Any, Literal
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.middleware.cors import CORSMiddleware
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, Response
 from sse_starlette.sse import EventSourceResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from blendin_local.engine.generation import TraceEntry
+from blendin_local.engine.methods import METHODS
 from blendin_local.engine.prompts import Message
-from blendin_local.engine.settings import GenerationSettings, MissingAnti, check_anti
+from blendin_local.engine.settings import METHODS_WITH_ANTI, GenerationSettings, MissingAnti, check_anti
 from blendin_local.interfaces.server.errors import ApiError, error_response, generation_stopped, shown
 from blendin_local.interfaces.server.responses import Exchange, error_chunk, sse
 from blendin_local.interfaces.server.schemas import (
@@ -234,6 +238,10 @@ class ServedPair:
                 "guide": self.pair.guide.name,
                 "aliases": sorted(self.accepted - {self.model_id}),
                 "n_ctx": min(self.pair.base.n_ctx, self.pair.guide.n_ctx),
+                # What a request that sets nothing gets, and the methods it may ask for (the web page's controls).
+                "defaults": self.defaults.model_dump(exclude={"system"}),
+                "methods": [m for m in METHODS if m not in METHODS_WITH_ANTI or self.pair.anti is not None],
+                "max_tokens_limit": self.worker.max_tokens_limit,
             },
         }
 
@@ -349,6 +357,7 @@ async def answer(
     include_usage = bool((body.stream_options or {}).get("include_usage"))
     exchange = Exchange(kind, service.model_id, settings, include_usage)
     job = Job(prompt, "messages" if kind == "chat" else "prompt", settings, asyncio.get_running_loop())
+    job.traced = bool(body.stream and body.trace)  # only a stream carries the pieces
     service.worker.submit(job)
     try:
         first = await next_event(service.worker, job, request)
@@ -373,6 +382,8 @@ async def answer(
             what, payload = event
             if what == "text":
                 parts.append(payload)
+            elif what == "pieces":  # only a traced job posts them, and only a stream is traced
+                continue
             elif what == "done":
                 tail, result = payload
                 return exchange.body("".join(parts) + tail, started, result)
@@ -385,17 +396,22 @@ async def answer(
 
 
 async def stream(job: Job, request: Request, exchange: Exchange, started: Started) -> AsyncIterator[dict]:
+    pieces: list[TraceEntry] | None = None  # a traced stream's: the tokens of the next text
     try:
         yield sse(exchange.opening_chunk())
         while True:
             what, payload = await job.events.get()
+            if what == "pieces":  # the text event follows at once; the client is checked there
+                pieces = payload
+                continue
             if await request.is_disconnected():
                 return
             if what == "text":
-                yield sse(exchange.chunk(payload))
+                yield sse(exchange.chunk(payload, pieces=pieces))
+                pieces = None
             elif what == "done":
                 tail, result = payload
-                for chunk in exchange.closing_chunks(tail, started, result):
+                for chunk in exchange.closing_chunks(tail, started, result, pieces):
                     yield sse(chunk)
                 return
             else:  # an error, or cancelled (the server is stopping): say so, and end the stream
@@ -403,6 +419,37 @@ async def stream(job: Job, request: Request, exchange: Exchange, started: Starte
                 return
     finally:
         job.cancel.set()  # the client left (or the stream ended): the worker stops at the next token
+
+
+# -- the web page: three files of the package, read once -------------------------------------------
+
+WEB_FILES = {  # URL path -> (file in web/, content type)
+    "/": ("index.html", "text/html; charset=utf-8"),
+    "/web/app.js": ("app.js", "text/javascript; charset=utf-8"),
+    "/web/style.css": ("style.css", "text/css; charset=utf-8"),
+}
+# Nothing but this server's own script, styles and API: model text that slipped into the page as
+# markup could neither run a script nor send anything anywhere.
+WEB_HEADERS = {
+    "Content-Security-Policy": "default-src 'none'; script-src 'self'; style-src 'self'; connect-src 'self';"
+    " img-src 'self'; base-uri 'none'; form-action 'none'; frame-ancestors 'none'",
+    "X-Content-Type-Options": "nosniff",
+    "Referrer-Policy": "no-referrer",
+    "Cache-Control": "no-cache",
+}
+
+
+def web_file(content: bytes, media_type: str):
+    async def page() -> Response:  # no parameters: FastAPI would read them from the query string
+        return Response(content, media_type=media_type, headers=WEB_HEADERS)
+
+    return page
+
+
+def web_routes(app: FastAPI) -> None:
+    folder = resources.files("blendin_local.interfaces.server") / "web"
+    for path, (name, media_type) in WEB_FILES.items():
+        app.get(path, include_in_schema=False)(web_file((folder / name).read_bytes(), media_type))
 
 
 # -- the app -------------------------------------------------------------------------------------
@@ -422,6 +469,7 @@ def create_app(
     api_key: str | None = None,
     allowed_hosts: Sequence[str] | None = LOOPBACK_HOSTS,
     docs: bool = False,
+    web: bool = True,
 ) -> FastAPI:
     """An ASGI app serving `pair`; its GenerationWorker is `app.state.worker`.
 
@@ -430,7 +478,7 @@ def create_app(
     `request_timeout` (seconds) bound each generation (None: only by the context). `api_key`:
     required on /v1/*. `allowed_hosts`: the names the Host header may give (the default fits a
     server on loopback; None accepts any, for a server bound beyond loopback). `docs`: serve
-    /docs, /redoc and /openapi.json.
+    /docs, /redoc and /openapi.json. `web`: serve the web page at / (it calls /v1 as any client does).
     """
     model_id = model_id or model_id_for(pair)
     worker = GenerationWorker(pair, queue_size, max_tokens_limit, request_timeout)
@@ -477,4 +525,6 @@ def create_app(
     app.get("/health")(health)
     app.post("/v1/chat/completions")(chat_completions)
     app.post("/v1/completions")(completions)
+    if web:
+        web_routes(app)
     return app

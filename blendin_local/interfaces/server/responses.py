@@ -1,15 +1,19 @@
 """OpenAI's response bodies and stream chunks for one request, with OpenAI's `usage` and a
-`blendin` object (method, interventions, intervention rate, limits, ...) that OpenAI clients ignore."""
+`blendin` object (method, interventions, intervention rate, limits, ...) that OpenAI clients ignore.
+
+A stream asked for with `"trace": true` (the web page's) also says who decided each chunk's text:
+its `blendin` object holds `pieces`, one per token the text came from (`piece`)."""
 
 from __future__ import annotations
 
 import json
 import time
 import uuid
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Literal
 
-from blendin_local.engine.generation import GenerationResult
+from blendin_local.engine.generation import GenerationResult, TraceEntry
 from blendin_local.engine.settings import GenerationSettings
 from blendin_local.interfaces.server.errors import ApiError
 from blendin_local.interfaces.server.worker import Started
@@ -57,6 +61,25 @@ def blendin_stats(started: Started, result: GenerationResult, settings: Generati
     }
 
 
+PROVENANCE_DIGITS = 4  # of a piece's probabilities: enough to read, and 6 bytes each instead of up to 20
+
+
+def piece(entry: TraceEntry) -> dict:
+    """One token's provenance as a traced stream carries it: `source` (base, blend or guide), and
+    where known `base_top_p`, `alpha`, `guide_top` (the guide's top choice where it was blended in)
+    and `guide_rank` (that choice's rank in the base's distribution); absent rather than null."""
+    out: dict = {"source": entry.source}
+    if entry.base_top_p is not None:
+        out["base_top_p"] = round(entry.base_top_p, PROVENANCE_DIGITS)
+    if entry.alpha is not None:
+        out["alpha"] = round(entry.alpha, PROVENANCE_DIGITS)
+    if entry.guide_top is not None:
+        out["guide_top"] = entry.guide_top
+    if entry.guide_rank is not None:
+        out["guide_rank"] = entry.guide_rank
+    return out
+
+
 @dataclass
 class Exchange:
     """One request in flight: what the response needs to know about it."""
@@ -94,7 +117,14 @@ class Exchange:
             "blendin": blendin_stats(started, result, self.settings),
         }
 
-    def chunk(self, text: str | None = None, finish: str | None = None, first: bool = False) -> dict:
+    def chunk(
+        self,
+        text: str | None = None,
+        finish: str | None = None,
+        first: bool = False,
+        pieces: Sequence[TraceEntry] | None = None,
+    ) -> dict:
+        """One stream chunk; with `pieces` (a traced stream), the tokens its text came from."""
         if self.kind == "chat":
             delta: dict = {"role": "assistant", "content": ""} if first else ({} if text is None else {"content": text})
             choice = {"index": 0, "delta": delta, "logprobs": None, "finish_reason": finish}
@@ -102,7 +132,7 @@ class Exchange:
         else:
             choice = {"index": 0, "text": text or "", "logprobs": None, "finish_reason": finish}
             obj = "text_completion"
-        return {
+        out = {
             "id": self.id,
             "object": obj,
             "created": self.created,
@@ -110,14 +140,20 @@ class Exchange:
             "system_fingerprint": None,
             "choices": [choice],
         }
+        if pieces is not None:
+            out["blendin"] = {"pieces": [piece(entry) for entry in pieces]}
+        return out
 
     def opening_chunk(self) -> dict:
         return self.chunk(first=True) if self.kind == "chat" else self.chunk("")
 
-    def closing_chunks(self, tail: str, started: Started, result: GenerationResult) -> list[dict | str]:
-        """A stream's end: the text held back, the finish reason with the stats, the usage (in a
-        chunk of its own, OpenAI's form, when the client asked for it), then [DONE]."""
-        chunks: list[dict | str] = [self.chunk(tail)] if tail else []
+    def closing_chunks(
+        self, tail: str, started: Started, result: GenerationResult, pieces: Sequence[TraceEntry] | None = None
+    ) -> list[dict | str]:
+        """A stream's end: the text held back (with `pieces`, the tokens it came from), the finish
+        reason with the stats, the usage (in a chunk of its own, OpenAI's form, when the client asked
+        for it), then [DONE]."""
+        chunks: list[dict | str] = [self.chunk(tail, pieces=pieces)] if tail else []
         last = self.chunk(finish=FINISH_REASONS[result.stop_reason])
         last["blendin"] = blendin_stats(started, result, self.settings)
         if not self.include_usage:

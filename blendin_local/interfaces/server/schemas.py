@@ -107,6 +107,11 @@ class OpenAIRequest(RequestBody):
     stream_options: dict[str, Any] | None = None
     max_completion_tokens: WholeNumber | None = Field(None, description="OpenAI's newer name for max_tokens.")
     n: WholeNumber | None = None
+    trace: bool = Field(
+        False,
+        description="With stream: each chunk's blendin object carries the provenance of its text (pieces:"
+        " source, base_top_p, alpha, guide_top), as the web page shows it.",
+    )
 
 
 # Request types that are wider than the settings' own: OpenAI's stop may be one string, and alpha

@@ -21,7 +21,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
-from blendin_local.engine.generation import Generation
+from blendin_local.engine.generation import Generation, TraceEntry
 from blendin_local.engine.prompts import Message, PromptFormatError
 from blendin_local.engine.settings import GenerationSettings
 from blendin_local.errors import BlendinError
@@ -38,7 +38,11 @@ class Job:
     """One request's generation, and the channel its events go back by to the request's coroutine.
 
     Events: ("started", Started), ("text", str) per printable piece, then one of ("done", (the
-    last text, GenerationResult)), ("error", ApiError) or ("cancelled", GenerationResult).
+    last text, GenerationResult)), ("error", ApiError) or ("cancelled", GenerationResult). A
+    traced job (a stream asked with `"trace": true`) also gets, just before each text event and
+    before the end, ("pieces", the TraceEntries committed since the last one): the tokens that
+    text came from (several where the text stream held bytes back: an incomplete UTF-8
+    character, a possible stop string).
     """
 
     prompt: str | list[Message]
@@ -48,6 +52,7 @@ class Job:
     events: asyncio.Queue = field(default_factory=asyncio.Queue)
     cancel: threading.Event = field(default_factory=threading.Event)
     checked_at: float = field(default_factory=time.monotonic)  # when its client was last seen connected
+    traced: bool = False  # post each text's trace entries ("pieces") before it
 
     def post(self, kind: str, payload: Any = None) -> None:
         """From the worker thread: hand one event to the request's coroutine."""
@@ -206,6 +211,7 @@ class GenerationWorker:
             return
         job.post("started", started)
         steps = generation.steps()
+        pieces: list[TraceEntry] = []  # a traced job's entries not posted yet
         try:
             while True:  # a cancel, a stop and the time limit are each seen before the next step
                 if job.cancel.is_set() or self.stopping:
@@ -222,9 +228,16 @@ class GenerationWorker:
                 if event is None:
                     finished = generation.finish()
                     break
+                if job.traced:
+                    pieces.append(event.entry)
                 if event.text:
+                    if job.traced:
+                        job.post("pieces", pieces)
+                        pieces = []
                     job.post("text", event.text)
             self.counters.served += 1
+            if job.traced:
+                job.post("pieces", pieces)
             job.post("done", (finished.text, finished.result))
         except Exception as e:
             self.counters.failed += 1
