@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any
 from blendin_local.backends.cpu_kernels import GATE, repack_setting
 from blendin_local.backends.gguf_file import check_gguf_file
 from blendin_local.backends.llama import LlamaModel, LoadOptions
-from blendin_local.backends.registry import DEFAULT_PAIR, load_registry, models_dir, pair_entry, resolve_spec
+from blendin_local.backends.registry import DEFAULT_PAIR, load_registry, models_dir, pair_entry, resolve_model
 from blendin_local.backends.vocab_sources import VocabSource
 from blendin_local.engine.bridge import VocabBridge, Vocabulary
 from blendin_local.engine.generation import Finished, Generation, GenerationResult, StepEvent
@@ -112,9 +112,9 @@ def load_pair(
     base_name, guide_name = base or entry.base, guide or entry.guide
     base_server = remote.server("base", options.n_ctx) if remote is not None else None
     guide_server = remote.server("guide", options.n_ctx) if remote is not None else None
-    base_path = resolve_spec(base_name, registry) if base_server is None else None
-    guide_path = resolve_spec(guide_name, registry) if guide_server is None else None
-    anti_path = resolve_spec(anti, registry) if anti is not None else None
+    base_path = resolve_model(base_name, registry) if base_server is None else None
+    guide_path = resolve_model(guide_name, registry) if guide_server is None else None
+    anti_path = resolve_model(anti, registry) if anti is not None else None
     local_paths = [p for p in (base_path, guide_path, anti_path) if p is not None]
     for path in local_paths:
         check_gguf_file(path)  # every file before any load: a bad guide fails before the base loads
@@ -142,7 +142,7 @@ def _remote_model(server: RemoteSpec, vocab: str, registry: Registry) -> Languag
     from blendin_local.backends.vocab_sources import open_vocab
 
     path = Path(vocab).expanduser()
-    return RemoteModel(server, open_vocab(path if path.exists() else resolve_spec(vocab, registry)))
+    return RemoteModel(server, open_vocab(path if path.exists() else resolve_model(vocab, registry)))
 
 
 Conversation = str | Sequence[Message | Mapping[str, Any]]

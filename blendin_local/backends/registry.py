@@ -129,10 +129,13 @@ def looks_like_path(spec: str) -> bool:
 
 def resolve_model(spec: str, registry: Registry | None = None) -> Path:
     """A GGUF path for a prefixed spec (ollama:, hf:, lmstudio:, models:; model_sources.py), a
-    registry name, a file in the models cache, or a path as given."""
+    user model (the spec or path it stands for), a registry name, a file in the models cache, or
+    a path as given."""
     if model_sources.source_of(spec) is not None:
         return model_sources.resolve(spec, models_dir())
     registry = registry or load_registry()
+    if spec in registry.user_models:  # model_spec ends at a name that is not a user model
+        return resolve_model(model_spec(spec, registry), registry)
     if spec in registry.models:
         return locate(registry.models[spec])
     cached = models_dir() / spec
@@ -350,12 +353,6 @@ def model_spec(name: str, registry: Registry | None = None) -> str:
     return name
 
 
-def resolve_spec(spec: str, registry: Registry | None = None) -> Path:
-    """resolve_model, for user models too: the GGUF path of any model name, spec or path."""
-    registry = registry or load_registry()
-    return resolve_model(model_spec(spec, registry), registry)
-
-
 def add_model(
     name: str,
     spec: str,
@@ -437,7 +434,7 @@ def _update_user_registry(kind: str, name: str, table: dict[str, Any], force: bo
     after = _merged_registry(data, path)
     for spec in must_resolve:
         try:
-            found = resolve_spec(spec, after)
+            found = resolve_model(spec, after)
         except BlendinError as e:
             raise BlendinError(f"{kind[:-1]} '{name}' does not resolve to a model: {e}") from None
         if not found.is_file():

@@ -87,7 +87,7 @@ def test_user_entries_override_packaged_ones(config, tmp_path):
     assert BASE not in registry.models and GUIDE in registry.models  # the packaged entry is replaced
     # A relative path is the registry file's folder's.
     assert reg.model_spec(BASE, registry) == str(config.parent / "elsewhere" / "gemma.gguf")
-    assert reg.resolve_spec(BASE, registry) == config.parent / "elsewhere" / "gemma.gguf"
+    assert reg.resolve_model(BASE, registry) == config.parent / "elsewhere" / "gemma.gguf"
     assert reg.model_spec("llama", registry) == "ollama:llama3.2:1b"
     default = reg.pair_entry("default", registry)
     assert (default.base, default.user, dict(default.settings)) == ("llama", True, {"gamma": 0.7, "alpha": None})
@@ -97,7 +97,7 @@ def test_user_entries_override_packaged_ones(config, tmp_path):
 def test_a_user_model_that_leads_back_to_itself_is_one_error(config):
     write_registry(config, {"models": {"a": {"spec": "b"}, "b": {"spec": "a"}, "c": {"spec": "c"}}})
     with pytest.raises(BlendinError, match=r"user model 'a' leads back to itself \(a -> b -> a\)"):
-        reg.resolve_spec("a")
+        reg.resolve_model("a")
     with pytest.raises(BlendinError, match="leads back to itself"):
         reg.model_spec("c")
 
@@ -263,7 +263,7 @@ def test_models_add_stores_an_absolute_path_and_pairs_use_it(config, tmp_path, m
     entry = reg.load_registry().user_models["mysmol"]
     assert (entry.spec, entry.is_path, entry.role, entry.prompt) == (str(guide_file), True, "guide", "chat")
     assert run("pair", "add", "p", "--base", BASE, "--guide", "mysmol")[0] == 0
-    assert reg.resolve_spec(reg.pair_entry("p").guide) == guide_file
+    assert reg.resolve_model(reg.pair_entry("p").guide) == guide_file
     code, _, err = run("models", "add", GUIDE, "mysmol")
     assert code == 1
     assert_one_line(err, f"model '{GUIDE}' exists in the packaged registry", "--force")
@@ -436,3 +436,14 @@ def test_a_named_pair_survives_a_fresh_process_and_flags_win(tmp_path):
         assert proc.returncode == 0, proc.stderr
         data = json.loads(proc.stdout)
         assert data["n_tokens"] == 4 and data["n_interventions"] == interventions, data
+
+
+def test_every_command_that_takes_a_model_name_takes_a_user_model(config):
+    # resolve_model reads user models itself, so `models path` and `models bridge` take them too,
+    # not only the commands that load a pair.
+    real = reg.resolve_model(GUIDE)
+    write_registry(config, {"models": {"mine": {"path": str(real)}, "alias": {"spec": "mine"}}})
+    code, out, err = run("models", "path", "alias")
+    assert code == 0 and out.strip() == str(real), err
+    code, out, err = run("models", "bridge", "mine", "alias")
+    assert code == 0 and "100.00%" in out, err
