@@ -60,6 +60,7 @@ from bench_measure import (
     thread_split,
 )
 from bench_report import compare, paired_ratio, report_md, summarize, targets
+from bench_speculation import speculation_bench
 
 from blendin_local.backends.llama import LoadOptions, default_threads
 from blendin_local.pair import BlendPair
@@ -102,6 +103,19 @@ def main(argv=None) -> int:
     )
     ap.add_argument("--out", help="write all results (JSON, with every generated text) here")
     ap.add_argument("--md", help="write the markdown report here")
+    ap.add_argument(
+        "--speculative",
+        metavar="K,K,...",
+        help="only speculative BlendIn: base, BlendIn and BlendIn --speculative K for each K, side by side,"
+        " per thread setup, with the cost model (bench_speculation.py)",
+    )
+    ap.add_argument(
+        "--speculative-threads",
+        default="2/2,1/2",
+        metavar="B/G,...",
+        help="thread setups for --speculative: the base's threads / the guide's (default 2/2,1/2: the second"
+        " stands in for a base much slower than its guide)",
+    )
     ap.add_argument("--compare", nargs=2, metavar=("OLD", "NEW"), help="compare the texts of two result files")
     ap.add_argument("--child", choices=("cold", "memory"), help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
@@ -119,6 +133,8 @@ def main(argv=None) -> int:
         ap.error(f"unknown methods: {', '.join(sorted(unknown))}")
     started = perf_counter()
     prompts = load_prompts(Path(args.data_dir), args.prompts)
+    if args.speculative:
+        return write_speculation(args, argv, prompts, started)
 
     cold = None
     if args.cold_runs:
@@ -203,6 +219,29 @@ def main(argv=None) -> int:
         Path(args.md).parent.mkdir(parents=True, exist_ok=True)
         Path(args.md).write_text(md)
     pair.close()
+    return 0
+
+
+def write_speculation(args, argv, prompts: list[dict], started: float) -> int:
+    results = speculation_bench(args, prompts)
+    results["config"] = {
+        "max_tokens": args.max_tokens,
+        "prompts": len(prompts),
+        "ctx": args.ctx,
+        "cpu": _cpu_name(),
+        "cores": os.cpu_count(),
+        "llama_cpp_python": llama_cpp.__version__,
+        "command": "python scripts/bench.py " + " ".join(argv if argv is not None else sys.argv[1:]),
+        "prompt_ids": [p["id"] for p in prompts],
+    }
+    results["elapsed_s"] = perf_counter() - started
+    print(results["md"])
+    if args.out:
+        Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.out).write_text(json.dumps(results, indent=1, default=float))
+    if args.md:
+        Path(args.md).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.md).write_text(results["md"])
     return 0
 
 

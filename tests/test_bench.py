@@ -99,3 +99,23 @@ def test_thread_split_tries_every_split(smoke):
     base_at_1 = next(r for r in split["rows"] if r["method"] == "base" and r["base_threads"] == 1)
     assert base_at_1["over_base_1"] == 1.0
     assert "### Thread split between the two models" in md
+
+
+def test_speculative_mode_runs_every_k_and_fills_the_cost_model(tmp_path):
+    data = Path(os.environ.get("BLENDIN_DATA_DIR") or ROOT.parent / "shared" / "data")
+    if not data.is_dir():
+        pytest.skip(f"benchmark data not found at {data}")
+    out = tmp_path / "speculative.json"
+    cmd = [sys.executable, str(ROOT / "scripts" / "bench.py"), "--smoke", "--speculative", "2,4"]
+    cmd += ["--speculative-threads", "1/1", "--out", str(out), "--md", str(tmp_path / "speculative.md")]
+    subprocess.run(cmd, check=True, capture_output=True, text=True, timeout=300)
+    results = json.loads(out.read_text())
+    (setup,) = results["setups"]
+    assert set(setup["summary"]) == {"base", "blendin", "blendin+spec2", "blendin+spec4"}
+    assert setup["costs"]["c_g"] > 0 and {1, 3, 5} <= {int(n) for n in setup["costs"]["c_b"]}
+    for k in (2, 4):
+        row = setup["summary"][f"blendin+spec{k}"]
+        assert 0.0 <= row["acceptance"] <= 1.0 and row["tokens_per_round"] >= 1.0
+        assert row["predicted_tokens_per_s"] > 0 and len(row["projected_speedup"]) == 4
+        assert row["same_text_as_sequential"] in (0, 1, 2)
+    assert "| blendin+spec4 |" in (tmp_path / "speculative.md").read_text()

@@ -1,5 +1,6 @@
 """The base model's view of the response: its own tokens, plus bytes others wrote (Nudging's
-guide words) that it tokenizes itself before its next step."""
+guide words) that it tokenizes itself before its next step; and rows evaluated ahead of time
+(speculation.py), which serve its next steps while the text follows them."""
 
 from __future__ import annotations
 
@@ -29,6 +30,7 @@ class BaseCursor:
         self.tokens = list(prompt)
         self.pending = b""
         self.blocked = silent_controls(model)
+        self._ahead: tuple[list[int], int, FloatArray] | None = None  # (tokens, where its rows start, rows)
 
     def push_token(self, token: int) -> None:
         self._settle()
@@ -39,9 +41,36 @@ class BaseCursor:
 
     def probs(self) -> FloatArray:
         self._settle()
-        p = softmax(self.model.logits(self.tokens)[0])
+        row = self._row_ahead()
+        p = softmax(self.model.logits(self.tokens)[0] if row is None else row)
         p[self.blocked] = 0.0
         return p
+
+    def evaluate_ahead(self, draft: Sequence[int]) -> None:
+        """Evaluate the text plus `draft` in one batch, keeping the logits after the text and after
+        each draft token: while the text goes on as the draft does, the next steps read these rows
+        instead of evaluating one token each. The model's cache then holds the draft too; its next
+        evaluation of other tokens drops the part that was not taken (the backends keep the
+        longest common prefix)."""
+        self._settle()
+        ahead = self.tokens + list(draft)
+        self._ahead = (ahead, len(self.tokens), self.model.logits(ahead, n_last=len(draft) + 1))
+
+    def reads_ahead(self) -> bool:
+        """Whether the next step's distribution was evaluated ahead (the text follows the draft)."""
+        self._settle()
+        return self._row_ahead() is not None
+
+    def _row_ahead(self) -> FloatArray | None:
+        if self._ahead is None:
+            return None
+        ahead, start, rows = self._ahead
+        n = len(self.tokens)
+        if start <= n <= start + len(rows) - 1 and self.tokens == ahead[:n]:
+            row: FloatArray = rows[n - start]
+            return row
+        self._ahead = None  # the text left the draft: its rows serve no later step either
+        return None
 
     def _settle(self) -> None:
         if self.pending:

@@ -43,6 +43,7 @@ from blendin_local.engine.methods import (
 from blendin_local.engine.model import ContextFull, LanguageModel, ModelPair
 from blendin_local.engine.prompts import FEWSHOT_STOPS, Message, prompt_tokens
 from blendin_local.engine.settings import GenerationSettings, check_anti
+from blendin_local.engine.speculation import Speculation, SpeculationRound
 from blendin_local.engine.text_stream import TextStream
 from blendin_local.errors import BlendinError
 
@@ -109,6 +110,7 @@ class GenerationResult:
     seed: int | None
     trace: list[TraceEntry] = field(default_factory=list)
     end_checks: list[EndCheck] = field(default_factory=list)
+    speculation: list[SpeculationRound] = field(default_factory=list)  # its rounds, when --speculative is on
 
     def as_dict(self, with_trace: bool = True) -> dict[str, Any]:
         data = asdict(self)
@@ -150,6 +152,7 @@ class Generation:
             rng=np.random.default_rng(self.seed),
         )
         self.method = make_method(settings)
+        self.speculation = Speculation(settings.speculative) if settings.speculative else None
         # The base's own answer label joins its prompt (answer_label.py). A guide that reads the
         # base's prompt form reads the label too; one in its own template is shown neither the
         # label nor the whitespace the base writes after it.
@@ -173,7 +176,7 @@ class Generation:
         method = self.settings.method
         if method != "guide":
             yield self.pair.base, base_prompt
-        if method != "base":
+        if method != "base" or self.settings.speculative:  # the guide drafts for speculation
             yield self.pair.guide, guide_prompt
         if method == "proxy" and self.pair.anti is not None:
             yield self.pair.anti, guide_prompt
@@ -193,6 +196,8 @@ class Generation:
         self.answer_label.take(self.ctx.base)  # the base's own answer label ends its prompt (answer_label.py)
         for _ in range(self.max_tokens):
             try:
+                if self.speculation is not None:
+                    self.speculation.before_step(self.ctx, len(self.trace), self.max_tokens - len(self.trace))
                 decision = self.method.step(self.ctx)
             except ContextFull:
                 self.stop_reason = "context"
@@ -251,6 +256,8 @@ class Generation:
         """The result so far; `stop_reason` overrides the loop's (say, "interrupted")."""
         if self.finished_at is None or stop_reason is not None:
             self.finished_at = time.perf_counter()
+            if self.speculation is not None:
+                self.speculation.close(self.ctx, stopped=True)
         elapsed = self.finished_at - self.started
         n = len(self.trace)
         helped = [e for e in self.trace if e.source != "base"]
@@ -270,4 +277,5 @@ class Generation:
             seed=self.seed,
             trace=list(self.trace),
             end_checks=list(self.end_checks),
+            speculation=list(self.speculation.rounds) if self.speculation is not None else [],
         )

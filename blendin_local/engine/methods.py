@@ -317,7 +317,7 @@ class Nudging:
     def _draft(self, ctx: DecodeContext) -> None:
         guide = ctx.guide
         proposal = guide.propose()
-        tokens, first_piece = _choose_route(guide, proposal, ctx)
+        tokens, first_piece = choose_route(guide, proposal, ctx.sampler, ctx.rng)
         guide.take(tokens[:-1])  # the drafted tokens are committed one by one as they go in
         drafted = [(tokens[-1], first_piece)]
         eog = guide.model.eog_ids
@@ -345,7 +345,9 @@ class Nudging:
         self.queue, self.text, self.inserted, self.word_ends = queue, text, 0, frozenset(ends)
 
 
-def _choose_route(guide: GuideCursor, proposal: Proposal, ctx: DecodeContext) -> tuple[list[int], bytes]:
+def choose_route(
+    guide: GuideCursor, proposal: Proposal, sampler: SamplerSettings, rng: np.random.Generator
+) -> tuple[list[int], bytes]:
     """The guide's own next token at a possibly healed boundary: (its token sequence, new bytes)."""
     options = [(list(r.tokens), r.rest, r.mass) for r in proposal.extension_routes]
     # For the penalties, the guide's tokens before a route's last token: the anchor, then q (h as one
@@ -354,9 +356,9 @@ def _choose_route(guide: GuideCursor, proposal: Proposal, ctx: DecodeContext) ->
     history = proposal.anchor + list(proposal.native_prefix)
     if proposal.native is not None:
         native = guide_choosable(guide, proposal.native)
-        token = choose(native, ctx.sampler, ctx.rng, history)
+        token = choose(native, sampler, rng, history)
         options.append((list(proposal.native_prefix) + [token], guide.bridge.guide.pieces[token], float(native[token])))
     # Each route ends in the guide token it writes: the penalties weigh the routes by that token.
     masses, last_tokens = np.array([mass for _, _, mass in options]), np.array([t[-1] for t, _, _ in options])
-    tokens, rest, _ = options[choose(masses, ctx.sampler, ctx.rng, history, last_tokens)]
+    tokens, rest, _ = options[choose(masses, sampler, rng, history, last_tokens)]
     return proposal.anchor + tokens, rest

@@ -13,7 +13,8 @@ from __future__ import annotations
 import types
 from typing import Any, Literal, Union, get_args, get_origin
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator, model_validator
+from pydantic_core import PydanticCustomError
 
 from blendin_local.engine.prompts import FEWSHOT_STOPS, check_style
 from blendin_local.engine.sampling import (
@@ -36,6 +37,10 @@ GAMMA_EVERY_TOKEN = 1.01
 ALPHA_AUTO = "auto"  # alpha's spelling of None: the weight comes from the two distributions
 # Methods that read the guide's untuned counterpart (the "anti" model) besides the guide.
 METHODS_WITH_ANTI = ("proxy",)
+# Methods whose steps each choose one base token, which a draft can be checked against
+# (speculation.py); the guide alone and Nudging's inserted words are not base tokens.
+METHODS_WITH_SPECULATION = ("base", "blendin", "ensemble", "proxy")
+MAX_DRAFT = 64  # --speculative's largest K: a base batch of 65 rows is 65 MB at a 262k vocabulary
 PROMPT_STYLES_HELP = (
     "plain | chat | raw | fewshot (worked examples, each answer closed by an end marker)"
     " | a format with {prompt} and {system} ({{ and }} write braces)."
@@ -157,6 +162,14 @@ class GenerationSettings(BaseModel):
         " above 1 it never ends one, the probabilities are only measured (end_checks in --json and eval"
         " records), to choose a threshold afterwards.",
     )
+    speculative: int = Field(
+        0,
+        ge=0,
+        le=MAX_DRAFT,
+        description="The guide drafts this many of its tokens and the base checks them in one batch; the"
+        " text stays the same (up to rounding at near-ties), only its speed changes; 0 = off."
+        " Pays where the base is much slower than the guide (docs/performance.md).",
+    )
     stop: list[str] = Field(default_factory=list, description="Stop string (repeatable).")
     stop_at_new_turn: bool = Field(
         True,
@@ -179,6 +192,19 @@ class GenerationSettings(BaseModel):
         check_style(self.base_prompt, "base_prompt")
         check_style(self.guide_prompt, "guide_prompt")
         return self
+
+    @field_validator("speculative")
+    @classmethod
+    def _speculative_method(cls, value: int, info: ValidationInfo) -> int:
+        # A field error, so that the CLI, the chat and the server name the field like any other.
+        method = info.data.get("method")
+        if value and method is not None and method not in METHODS_WITH_SPECULATION:
+            raise PydanticCustomError(
+                "speculative_method",
+                "works with the methods {methods}, not {method}: set it to 0",
+                {"methods": ", ".join(METHODS_WITH_SPECULATION), "method": method},
+            )
+        return value
 
     @classmethod
     def checked(cls, **values: Any) -> GenerationSettings:

@@ -23,6 +23,7 @@ from tqdm import tqdm
 from blendin_local.engine.likelihood import forced_logprob
 from blendin_local.engine.prompts import Message
 from blendin_local.engine.settings import GenerationSettings
+from blendin_local.engine.speculation import SpeculationStats
 from blendin_local.eval.datasets import EvalItem
 from blendin_local.eval.judge import Judge
 from blendin_local.eval.scoring import score_item
@@ -70,6 +71,7 @@ def sample_record(
         "intervened": [i for i, e in enumerate(result.trace) if e.source != "base"],
         # The ending trigger's checks (eval/ending_sweep.py derives every threshold's answer from them).
         "end_checks": [[c.tokens, c.chars, round(c.probability, 6)] for c in result.end_checks],
+        **({"speculation": stats.as_dict()} if (stats := SpeculationStats.of(result.speculation)) else {}),
         "tokens_per_s": result.tokens_per_s,
         "seconds": round(seconds, 3),
     }

@@ -24,7 +24,9 @@ SWITCHES: dict[str, tuple[dict[str, Any], dict[str, Any]]] = {
     "endprobe": ({"end_trigger": True, "end_threshold": 2.0}, {"end_trigger": False}),
     "fewshot": ({"base_prompt": "fewshot"}, {"base_prompt": "plain"}),
 }
-_SWITCH = re.compile(r"([+-])([a-z]+)")
+# Switches that take a number: `+spec4` drafts 4 guide tokens per speculative round, `-spec` is off.
+NUMBERED: dict[str, str] = {"spec": "speculative"}
+_SWITCH = re.compile(r"([+-])([a-z]+)([0-9]{0,2})")
 
 
 def parse_variant(name: str) -> tuple[str, dict[str, Any]]:
@@ -33,18 +35,26 @@ def parse_variant(name: str) -> tuple[str, dict[str, Any]]:
     if method is None or method.group() not in METHODS:
         raise BlendinError(
             f"unknown method {preview(name)}; known: {', '.join(METHODS)}, each with +/- {', '.join(SWITCHES)}"
+            f" and +specK/-spec"
         )
     overrides: dict[str, Any] = {}
     position = method.end()
     for switch in _SWITCH.finditer(name, position):
-        if switch.start() != position or switch.group(2) not in SWITCHES:
+        sign, word, number = switch.groups()
+        if switch.start() != position:
             break
-        on, off = SWITCHES[switch.group(2)]
-        overrides.update(on if switch.group(1) == "+" else off)
+        if word in NUMBERED and (sign == "-") == (number == ""):
+            overrides[NUMBERED[word]] = int(number or 0)
+        elif word in SWITCHES and not number:
+            on, off = SWITCHES[word]
+            overrides.update(on if sign == "+" else off)
+        else:
+            break
         position = switch.end()
     if position != len(name):
         raise BlendinError(
-            f"{preview(name)}: after the method come switches +NAME or -NAME, where NAME is one of {', '.join(SWITCHES)}"
+            f"{preview(name)}: after the method come switches +NAME or -NAME, where NAME is one of {', '.join(SWITCHES)},"
+            " and +specK (K drafted tokens) or -spec"
         )
     return method.group(), overrides
 

@@ -29,7 +29,8 @@ from typing import Protocol
 from blendin_local.engine.generation import GenerationResult
 from blendin_local.engine.methods import METHODS
 from blendin_local.engine.prompts import Message, utf8_problem
-from blendin_local.engine.settings import ALPHA_AUTO, GAMMA_EVERY_TOKEN, GenerationSettings, check_anti
+from blendin_local.engine.settings import ALPHA_AUTO, GAMMA_EVERY_TOKEN, MAX_DRAFT, GenerationSettings, check_anti
+from blendin_local.engine.speculation import SpeculationStats
 from blendin_local.errors import BlendinError
 
 HELP = """commands:
@@ -37,6 +38,7 @@ HELP = """commands:
   /method NAME      one of: {methods}
   /gamma X          intervene when the base's top-1 probability is below X ({every_token}: always)
   /alpha X|auto     weight of the guide in an intervention
+  /speculative K    the guide drafts K tokens for the base to check at once (0: off; same text)
   /reset            forget the conversation (keeps the settings)
   /save FILE        write the conversation and each turn's statistics as JSON
   /settings         show the current settings
@@ -94,10 +96,11 @@ class Turn:
 def stats_line(r: GenerationResult, first_token_s: float | None) -> str:
     alpha = "-" if r.alpha_mean is None else f"{r.alpha_mean:.2f}"
     first = "-" if first_token_s is None else f"{first_token_s:.2f}s"
+    speculation = SpeculationStats.of(r.speculation)
     return (
         f"[{r.method}] {r.n_tokens} tokens, {r.tokens_per_s:.1f} tokens/s, first token {first},"
         f" {r.n_interventions} from the guide (intervention rate {100 * r.intervention_rate:.1f}%),"
-        f" mean alpha {alpha}, stop: {r.stop_reason}"
+        f" mean alpha {alpha}, stop: {r.stop_reason}" + (f"; {speculation.line()}" if speculation else "")
     )
 
 
@@ -167,6 +170,7 @@ class ChatSession:
             "/method": self._method,
             "/gamma": self._gamma,
             "/alpha": self._alpha,
+            "/speculative": self._speculative,
             "/reset": self._reset,
             "/save": self._save,
             "/settings": self._show,
@@ -219,6 +223,14 @@ class ChatSession:
         self._update(alpha=ALPHA_AUTO if value.lower() == ALPHA_AUTO else self._number(value, "alpha"))
         self.output.info(f"alpha {ALPHA_AUTO if self.settings.alpha is None else f'{self.settings.alpha:g}'}")
 
+    def _speculative(self, args: list[str]) -> None:
+        text = self._one_arg(args, f"/speculative K (0 to {MAX_DRAFT})")
+        if not (text.isascii() and text.isdigit() and len(text) <= 3):
+            raise BlendinError(f"usage: /speculative K, a whole number from 0 to {MAX_DRAFT}")
+        self._update(speculative=int(text))
+        k = self.settings.speculative
+        self.output.info(f"speculative {k}" if k else "speculative off")
+
     def _reset(self, args: list[str]) -> None:
         self.history.clear()
         self.turns.clear()
@@ -239,7 +251,7 @@ class ChatSession:
         alpha = ALPHA_AUTO if s.alpha is None else f"{s.alpha:g}"
         self.output.info(
             f"method {s.method}, gamma {s.gamma:g}, alpha {alpha}, temperature {s.temperature:g},"
-            f" max tokens {s.max_tokens}, trace {'on' if self.trace else 'off'},"
+            f" max tokens {s.max_tokens}, speculative {s.speculative or 'off'}, trace {'on' if self.trace else 'off'},"
             f" {len(self.turns)} turns in the history"
         )
 

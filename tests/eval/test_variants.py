@@ -8,7 +8,7 @@ from blendin_local.engine.methods import METHODS
 from blendin_local.errors import BlendinError
 from blendin_local.eval.loops import loops
 from blendin_local.eval.report import _row_order
-from blendin_local.eval.variants import SWITCHES, parse_variant
+from blendin_local.eval.variants import NUMBERED, SWITCHES, parse_variant
 
 
 def test_a_plain_method_is_its_own_variant():
@@ -22,21 +22,39 @@ def test_switches_turn_settings_on_and_off_in_order():
         {"loop_trigger": True, "end_trigger": False, "base_prompt": "fewshot"},
     )
     assert parse_variant("blendin-loop+loop") == ("blendin", {"loop_trigger": True})  # the last word wins
+    assert parse_variant("blendin+spec4+loop") == ("blendin", {"speculative": 4, "loop_trigger": True})
+    assert parse_variant("base-spec") == ("base", {"speculative": 0})
 
 
-@pytest.mark.parametrize("name", ["", "magic", "blendin+", "blendin+sing", "blendin loop", "+loop", "blendin+loop!"])
+@pytest.mark.parametrize(
+    "name",
+    [
+        "",
+        "magic",
+        "blendin+",
+        "blendin+sing",
+        "blendin loop",
+        "+loop",
+        "blendin+loop!",
+        "blendin+spec",
+        "blendin-spec4",
+        "blendin+loop2",
+        "blendin+spec100",
+    ],
+)
 def test_anything_else_is_one_clear_error(name):
     with pytest.raises(BlendinError):
         parse_variant(name)
 
 
-@given(st.text(max_size=30))
+@given(st.text(max_size=30) | st.from_regex(r"blendin([+-](loop|end|spec)[0-9]{0,3})*", fullmatch=True))
 def test_any_text_is_a_variant_or_a_blendin_error(name):
     try:
         method, overrides = parse_variant(name)
     except BlendinError:
         return
-    assert method in METHODS and set(overrides) <= {k for on, off in SWITCHES.values() for k in {**on, **off}}
+    known = {k for on, off in SWITCHES.values() for k in {**on, **off}} | set(NUMBERED.values())
+    assert method in METHODS and set(overrides) <= known
 
 
 def test_report_rows_keep_each_method_before_its_variants():

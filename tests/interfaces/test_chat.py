@@ -119,6 +119,23 @@ def test_turns_stream_and_report_stats(default_pair):
     assert session.closed
 
 
+def test_speculative_is_a_chat_command(default_pair):
+    out = BufferOutput()
+    session = ChatSession(default_pair, GenerationSettings(max_tokens=12), out)
+    for line in ["/speculative 4", "/speculative x", "/speculative 999", "/speculative -1", "/method nudging"]:
+        assert session.handle(line)
+    infos = out.infos()
+    assert infos[0] == "speculative 4" and session.settings.speculative == 4
+    assert infos[1] == infos[3] == "error: usage: /speculative K, a whole number from 0 to 64"
+    assert infos[2] == "error: invalid speculative: Input should be less than or equal to 64 (got 999)"
+    assert "works with the methods" in infos[4] and session.settings.method == "blendin"
+    session.handle("Say hello.")
+    assert session.turns[-1].result.speculation and "speculative:" in out.infos()[-1]
+    session.handle("/speculative 0")
+    session.handle("/settings")
+    assert "speculative off" in out.infos()[-1]
+
+
 def test_commands_change_settings_and_report_errors(default_pair, tmp_path):
     out = BufferOutput()
     session = ChatSession(default_pair, GenerationSettings(max_tokens=8), out)

@@ -679,3 +679,33 @@ def test_a_penalty_out_of_range_is_a_400_naming_it(client, field, value):
     for path, start in (("/v1/completions", {"prompt": "Q"}), ("/v1/chat/completions", {"messages": [USER_Q]})):
         assert_error(post(client, path, {**start, field: value}), 400, field, field)
     assert wait_idle(client)["running"] is False
+
+
+# -- speculative decoding: a request field like any other ------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "extra, needle",
+    [
+        ({"speculative": -1}, "speculative"),
+        ({"speculative": 65}, "speculative"),
+        ({"speculative": 1e9}, "speculative"),
+        ({"speculative": 4.5}, "speculative"),
+        ({"speculative": 4, "method": "nudging"}, "nudging"),
+        ({"speculative": 4, "method": "guide"}, "guide"),
+    ],
+)
+def test_a_bad_speculative_value_is_a_400_naming_it(client, extra, needle):
+    for path, start in (("/v1/completions", {"prompt": "Q"}), ("/v1/chat/completions", {"messages": [USER_Q]})):
+        assert_error(post(client, path, {**start, **extra}), 400, "speculative", needle)
+    assert wait_idle(client)["running"] is False
+
+
+def test_a_speculative_request_writes_the_same_text_and_reports_its_rounds(client):
+    body = {"prompt": "Q", "max_tokens": 6}
+    plain = post(client, "/v1/completions", body).json()
+    speculative = post(client, "/v1/completions", {**body, "speculative": 3}).json()
+    assert speculative["choices"][0]["text"] == plain["choices"][0]["text"]
+    stats = speculative["blendin"]["speculation"]
+    assert stats["rounds"] >= 1 and 0 <= stats["accepted"] <= stats["drafted"]
+    assert "speculation" not in plain["blendin"]

@@ -9,6 +9,7 @@ import click
 
 from blendin_local.engine.generation import GenerationResult
 from blendin_local.engine.settings import GenerationSettings
+from blendin_local.engine.speculation import SpeculationStats
 from blendin_local.errors import BlendinError
 from blendin_local.interfaces.cli.options import (
     SOURCE_COLOURS,
@@ -100,7 +101,11 @@ def emit(out, text: str, source: str | None, stream: bool) -> None:
 
 def print_trace(result: GenerationResult) -> None:
     click.echo("    #  source  base top-1  alpha  piece", err=True)
+    rounds = {r.at: r for r in result.speculation}
     for i, e in enumerate(result.trace):
+        if i in rounds:
+            r = rounds[i]
+            click.echo(f"       speculative round: {r.drafted} drafted, {r.accepted} accepted, {r.ended}", err=True)
         top = "    -" if e.base_top_p is None else f"{e.base_top_p:5.3f}"
         alpha = "    -" if e.alpha is None else f"{e.alpha:5.3f}"
         line = f"{i:5}  {e.source:6}  {top:>10}  {alpha}  {e.piece!r}"
@@ -109,7 +114,9 @@ def print_trace(result: GenerationResult) -> None:
 
 def stats_line(r: GenerationResult) -> str:
     alpha = "-" if r.alpha_mean is None else f"{r.alpha_mean:.2f}"
+    speculation = SpeculationStats.of(r.speculation)
     return (
         f"\n[{r.method}] {r.n_tokens} tokens, {r.n_interventions} from the guide ({100 * r.intervention_rate:.1f}%),"
         f" mean alpha {alpha}, {r.tokens_per_s:.1f} tokens/s, stop: {r.stop_reason}"
+        + (f"; {speculation.line()}" if speculation else "")
     )

@@ -15,6 +15,7 @@ from typing import Literal
 
 from blendin_local.engine.generation import GenerationResult, TraceEntry
 from blendin_local.engine.settings import GenerationSettings
+from blendin_local.engine.speculation import SpeculationStats
 from blendin_local.interfaces.server.errors import ApiError
 from blendin_local.interfaces.server.worker import Started
 
@@ -58,6 +59,7 @@ def blendin_stats(started: Started, result: GenerationResult, settings: Generati
         "max_tokens_clamped": started.clamped,
         "max_tokens_limit": started.max_tokens_limit,
         "time_limit_s": started.time_limit_s,
+        **({"speculation": stats.as_dict()} if (stats := SpeculationStats.of(result.speculation)) else {}),
     }
 
 
