@@ -117,9 +117,8 @@ class Speculation:
     def __init__(self, k: int):
         self.k = k
         self.rounds: list[SpeculationRound] = []
-        self._open: tuple[int, int, list[int]] | None = (
-            None  # (answer tokens at its start, base tokens at its start, draft)
-        )
+        # The round under way: (the answer's tokens at its start, the base's tokens then, the draft).
+        self._open: tuple[int, int, list[int]] | None = None
 
     def before_step(self, ctx: DecodeContext, answer_tokens: int, remaining: int) -> None:
         """Start a round unless this step's base distribution was evaluated ahead. `answer_tokens`:
