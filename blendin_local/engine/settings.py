@@ -166,9 +166,9 @@ class GenerationSettings(BaseModel):
         0,
         ge=0,
         le=MAX_DRAFT,
-        description="The guide drafts this many of its tokens and the base checks them in one batch; the"
-        " text stays the same (up to rounding at near-ties), only its speed changes; 0 = off."
-        " Pays where the base is much slower than the guide (docs/performance.md).",
+        description="The guide drafts this many of its tokens and the base checks them in one batch: the"
+        " same text (up to rounding at near-ties), sooner, most where the base is the slow model;"
+        " 2 is the value to try (docs/performance.md); 0 = off.",
     )
     stop: list[str] = Field(default_factory=list, description="Stop string (repeatable).")
     stop_at_new_turn: bool = Field(
