@@ -29,14 +29,13 @@ import statistics
 import sys
 from time import perf_counter
 
-from bench_measure import reset_caches
+from bench_measure import reset_caches, set_threads
 
-from blendin_local.backends.llama import LlamaModel, LoadOptions
-from blendin_local.backends.registry import load_registry, pair_entry, resolve_model
+from blendin_local.backends.llama import LoadOptions
 from blendin_local.engine.prompts import Message, prompt_tokens
 from blendin_local.engine.settings import GenerationSettings
 from blendin_local.engine.speculation import SpeculationStats
-from blendin_local.pair import BlendPair, assemble_pair
+from blendin_local.pair import BlendPair
 
 COST_CONTEXT = 100  # tokens of context before the timed evaluations
 COST_REPEATS = 15
@@ -50,18 +49,6 @@ PROJECTED_RATIOS = (
     0.15,
     0.25,
 )  # guide/base cost per token: 0.15 is the issue's, 0.25 what the figures in docs/performance.md give an 8B base and a 1B guide
-
-
-def load_setup(base: str | None, guide: str | None, base_threads: int, guide_threads: int, n_ctx: int) -> BlendPair:
-    registry = load_registry()
-    entry = pair_entry("default", registry)
-    base_model = LlamaModel(
-        resolve_model(base or entry.base, registry), LoadOptions(n_ctx=n_ctx, n_threads=base_threads)
-    )
-    guide_model = LlamaModel(
-        resolve_model(guide or entry.guide, registry), LoadOptions(n_ctx=n_ctx, n_threads=guide_threads)
-    )
-    return assemble_pair(base_model, guide_model, None, None)
 
 
 class EvaluationTimer:
@@ -308,12 +295,16 @@ def report_md(setups: list[dict], ks: list[int]) -> str:
 def speculation_bench(args, prompts: list[dict]) -> dict:
     ks = [int(k) for k in args.speculative.split(",") if k]
     setups = []
-    for threads in args.speculative_threads.split(","):
-        base_threads, guide_threads = (int(t) for t in threads.split("/"))
-        pair = load_setup(args.base, args.guide, base_threads, guide_threads, args.ctx)
-        try:
+    # One pair for every setup: each model's thread count is set on its context, as bench.py's
+    # thread split does (the two never run at once).
+    pair = BlendPair.load(args.base, args.guide, options=LoadOptions(n_ctx=args.ctx))
+    try:
+        for threads in args.speculative_threads.split(","):
+            base_threads, guide_threads = (int(t) for t in threads.split("/"))
+            set_threads(pair.base, base_threads)
+            set_threads(pair.guide, guide_threads)
             label = f"base {base_threads} thread{'s' if base_threads > 1 else ''}, guide {guide_threads}"
             setups.append(bench_setup(pair, prompts, ks, args.max_tokens, label))
-        finally:
-            pair.close()
+    finally:
+        pair.close()
     return {"ks": ks, "setups": setups, "md": report_md(setups, ks)}
