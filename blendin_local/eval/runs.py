@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import json
 import os
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from threading import Lock
@@ -23,12 +24,13 @@ from blendin_local.errors import BlendinError
 CONFIG_FILE = "config.json"
 
 
-def _differences(old: dict, new: dict, prefix: str = "") -> list[str]:
+def _differences(old: dict, new: dict, assumed: Mapping, prefix: str = "") -> list[str]:
     out = []
     for key in sorted(set(old) | set(new)):
-        a, b = old.get(key), new.get(key)
+        a, b = old.get(key, assumed.get(key)), new.get(key)
         if isinstance(a, dict) and isinstance(b, dict):
-            out += _differences(a, b, f"{prefix}{key}.")
+            nested = assumed.get(key)
+            out += _differences(a, b, nested if isinstance(nested, Mapping) else {}, f"{prefix}{key}.")
         elif a != b:
             out.append(f"{prefix}{key} {a!r} there, {b!r} now")
     return out
@@ -43,11 +45,16 @@ class RunFolder:
     _lock: Lock = field(default_factory=Lock)
 
     @classmethod
-    def open(cls, path: Path, config: dict, resume: bool) -> RunFolder:
-        """The folder for `config`: new, or (with resume) the same configuration continued."""
+    def open(cls, path: Path, config: dict, resume: bool, assumed: Mapping | None = None) -> RunFolder:
+        """The folder for `config`: new, or (with resume) the same configuration continued.
+
+        `assumed` holds, in config's shape, the value a key absent from a stored configuration
+        stands for: a setting added since that run was written ran as its default, so a run
+        started before an upgrade resumes after it.
+        """
         config_file = path / CONFIG_FILE
         if config_file.exists():
-            diff = _differences(_read_config(config_file), config)
+            diff = _differences(_read_config(config_file), config, assumed or {})
             if diff:
                 raise BlendinError(
                     f"{path} holds a run with a different configuration ({'; '.join(diff[:3])}): "

@@ -66,6 +66,21 @@ def test_a_folder_with_another_configuration_is_refused(tmp_path):
         RunFolder.open(tmp_path / "other", {"dataset": "gsm8k"}, resume=False)
 
 
+def test_a_setting_added_since_a_run_was_written_resumes_at_its_default(tmp_path):
+    # the run was written by a version without `speculative`: it ran as that setting's default
+    RunFolder.open(tmp_path / "run", {"dataset": "x", "settings": {"gamma": 0.4}}, resume=False)
+    assumed = {"settings": {"speculative": 0, "gamma": 0.4}}
+    again = {"dataset": "x", "settings": {"gamma": 0.4, "speculative": 0}}
+    RunFolder.open(tmp_path / "run", again, resume=True, assumed=assumed)
+    assert json.loads((tmp_path / "run" / "config.json").read_text())["settings"]["speculative"] == 0
+    other = tmp_path / "other"
+    RunFolder.open(other, {"dataset": "x", "settings": {"gamma": 0.4}}, resume=False)
+    with pytest.raises(BlendinError, match="speculative 0 there, 4 now"):
+        RunFolder.open(other, {"dataset": "x", "settings": {"gamma": 0.4, "speculative": 4}}, True, assumed)
+    with pytest.raises(BlendinError, match="different configuration.*speculative"):  # nothing assumed
+        RunFolder.open(other, {"dataset": "x", "settings": {"gamma": 0.4, "speculative": 0}}, resume=True)
+
+
 def test_a_line_cut_by_a_crash_is_dropped_and_repaired(tmp_path):
     folder = RunFolder.open(tmp_path, {"dataset": "x"}, resume=False)
     folder.append("base", {"id": "a", "score": 1})
@@ -95,6 +110,9 @@ def test_killed_run_resumes_without_loss_or_duplicates(tmp_path):
     proc.wait(timeout=30)
     before = {m: ids_in(out / f"{m}.jsonl") for m in ("base", "guide") if (out / f"{m}.jsonl").exists()}
     assert 2 <= sum(map(len, before.values())) < 12
+    config = json.loads((out / "config.json").read_text())
+    del config["settings"]["speculative"]  # as a version from before that setting wrote it
+    (out / "config.json").write_text(json.dumps(config))
     resumed = blendin(*eval_args(out, "--resume", limit="6", methods="base,guide"))
     assert resumed.returncode == 0, resumed.stderr.decode()
     expected = {item.id for item in sample_items(load_dataset("gsm8k", DATA), 6)}

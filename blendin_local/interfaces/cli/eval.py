@@ -139,7 +139,11 @@ def eval_group(
     }
     if any(item.choices for item in items):
         config["loglik"] = loglik
-    folder = RunFolder.open(out, config, resume)
+    # A run written before a setting existed ran with that setting's default.
+    field_defaults = {
+        name: info.get_default(call_default_factory=True) for name, info in GenerationSettings.model_fields.items()
+    }
+    folder = RunFolder.open(out, config, resume, assumed={"settings": field_defaults})
     try:
         ran = run_samples(pairs, items, method_list, common, folder, judge, progress=not no_progress, loglik=loglik)
     except KeyboardInterrupt:
