@@ -27,6 +27,7 @@ from blendin_local.engine.model import LanguageModel, ModelVocabulary
 from blendin_local.engine.prompts import Message
 from blendin_local.engine.settings import GenerationSettings
 from blendin_local.errors import BlendinError
+from blendin_local.user_paths import user_path
 
 if TYPE_CHECKING:
     from blendin_local.backends.registry import Registry
@@ -141,7 +142,7 @@ def _remote_model(server: RemoteSpec, vocab: str, registry: Registry) -> Languag
     from blendin_local.backends.remote import RemoteModel
     from blendin_local.backends.vocab_sources import open_vocab
 
-    path = Path(vocab).expanduser()
+    path = user_path(vocab)
     return RemoteModel(server, open_vocab(path if path.exists() else resolve_model(vocab, registry)))
 
 

@@ -24,6 +24,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from blendin_local.errors import BlendinError
+from blendin_local.user_paths import user_path
 
 MAX_SPEC = 512
 MAX_MANIFEST_BYTES = 1 << 20  # an Ollama manifest is a few hundred bytes; a megabyte is not one
@@ -209,7 +210,7 @@ def _models_folder_files(models_folder: Path) -> Iterator[tuple[list[str], Path]
 def ollama_models_dir() -> Path:
     """$OLLAMA_MODELS, else ~/.ollama/models (envconfig/config.go, Models). Ollama's Linux
     service keeps its own under /usr/share/ollama/.ollama/models: point OLLAMA_MODELS there."""
-    return Path(os.environ.get("OLLAMA_MODELS") or Path.home() / ".ollama" / "models").expanduser()
+    return user_path(os.environ.get("OLLAMA_MODELS") or Path.home() / ".ollama" / "models")
 
 
 @dataclass(frozen=True)

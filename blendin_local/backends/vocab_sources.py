@@ -26,6 +26,7 @@ from functools import lru_cache
 from pathlib import Path
 
 from blendin_local.errors import BlendinError, install_hint
+from blendin_local.user_paths import user_path
 
 # Names of end-of-generation tokens across model families, for sources that do not mark them.
 EOG_NAMES = (
@@ -317,7 +318,7 @@ _open_lock = threading.Lock()
 def open_vocab(path: str | Path) -> VocabSource:
     """The vocabulary in a GGUF file, a tokenizer.json or a SentencePiece tokenizer.model (or a
     folder holding one of the last two); one shared instance per file."""
-    path = Path(path).expanduser()
+    path = user_path(path)
     if path.is_dir():
         for name in ("tokenizer.json", "tokenizer.model"):
             if (path / name).is_file():

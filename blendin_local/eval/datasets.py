@@ -50,6 +50,7 @@ from pathlib import Path
 
 from blendin_local.errors import BlendinError
 from blendin_local.eval.numbers import gold_number
+from blendin_local.user_paths import user_path
 
 DATA_DIR_ENV = "BLENDIN_DATA_DIR"
 DEFAULT_SEED = 609
@@ -89,7 +90,7 @@ def resolve_data_dir(data_dir: str | Path | None) -> Path:
             f"no data directory: pass --data-dir DIR or set {DATA_DIR_ENV}=DIR "
             "(the folder holding gsm8k/, mmlu/, arc/, truthfulqa/, xstest/, ifeval/, just_eval/)"
         )
-    path = Path(data_dir).expanduser()
+    path = user_path(data_dir)
     if not path.is_dir():
         raise BlendinError(f"data directory {path} (from {origin}) does not exist or is not a directory")
     return path

@@ -23,7 +23,6 @@ import shlex
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Protocol
 
 from blendin_local.engine.generation import GenerationResult
@@ -32,6 +31,7 @@ from blendin_local.engine.prompts import Message, utf8_problem
 from blendin_local.engine.settings import ALPHA_AUTO, GAMMA_EVERY_TOKEN, MAX_DRAFT, GenerationSettings, check_anti
 from blendin_local.engine.speculation import SpeculationStats
 from blendin_local.errors import BlendinError
+from blendin_local.user_paths import user_path
 
 HELP = """commands:
   /trace on|off     colour each piece by who decided it (base plain, blend yellow, guide green)
@@ -237,7 +237,7 @@ class ChatSession:
         self.output.info("conversation cleared")
 
     def _save(self, args: list[str]) -> None:
-        path = Path(self._one_arg(args, "/save FILE")).expanduser()
+        path = user_path(self._one_arg(args, "/save FILE"))
         try:
             path.write_text(json.dumps(self.transcript(), ensure_ascii=False, indent=2) + "\n", encoding="utf-8")
         except OSError as e:

@@ -369,3 +369,9 @@ def test_empty_file_has_no_items(tmp_path):
 def test_a_directory_in_place_of_the_file(tmp_path):
     (tmp_path / "gsm8k" / "test.jsonl").mkdir(parents=True)
     assert load_error("gsm8k", tmp_path) == f"{tmp_path / 'gsm8k' / 'test.jsonl'}: cannot read (Is a directory)"
+
+
+def test_a_data_dir_under_a_user_who_does_not_exist_is_one_error(monkeypatch):
+    monkeypatch.delenv(DATA_DIR_ENV, raising=False)
+    with pytest.raises(BlendinError, match=r"data directory ~0/data \(from --data-dir\) does not exist"):
+        resolve_data_dir("~0/data")

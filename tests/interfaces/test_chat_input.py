@@ -66,7 +66,17 @@ NUMBERS = st.one_of(
     st.integers().map(str),
     st.text(max_size=20),
 )
-UNWRITABLE = ["/", "/proc/blendin/x.json", "a\x00b.json", "x" * 5000, "''", '"unclosed', "a b c"]
+UNWRITABLE = [
+    "/",
+    "/proc/blendin/x.json",
+    "a\x00b.json",
+    "~0",
+    "~a\x00b/x.json",
+    "x" * 5000,
+    "''",
+    '"unclosed',
+    "a b c",
+]
 LINES = st.one_of(
     st.binary(max_size=60).map(stdin_line),
     st.text(st.characters(codec=None, exclude_categories=()), max_size=60),  # lone surrogates included
@@ -106,6 +116,7 @@ def test_the_issues_lines_each_get_one_line_and_the_chat_goes_on(tmp_path):
             "/alpha 1e999",
             f"/save {tmp_path}/no/such/dir/x.json",
             "/save a\x00b",
+            "/save ~0/x.json",  # a user who does not exist: Path.expanduser raised RuntimeError
             "Q",
             "/exit",
         ]
@@ -116,6 +127,7 @@ def test_the_issues_lines_each_get_one_line_and_the_chat_goes_on(tmp_path):
     assert (
         infos[3].startswith("error: cannot write") and infos[4] == "error: cannot write 'a\\x00b': embedded null byte"
     )
+    assert infos[5] == "error: cannot write ~0/x.json: No such file or directory"
     assert len(chat.turns) == 1 and chat.settings.gamma == SETTINGS.gamma
 
 
