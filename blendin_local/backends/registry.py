@@ -408,6 +408,33 @@ def remove_pair(name: str) -> Path:
     return path
 
 
+def remove_model(name: str) -> Path:
+    """Remove a model from the user registry, which it returns. Its GGUF file stays where it is; a
+    packaged model it replaced comes back. A model that entries still name (a pair's base or
+    guide, another model's spec) is refused while nothing of that name would remain."""
+    path = user_registry_path()
+    data = read_registry_file(path)
+    registry = _merged_registry(data, path)
+    if name not in registry.user_models:
+        if name in registry.models:
+            raise BlendinError(f"model '{name}' is packaged with blendin: only models added to {path} can be removed")
+        yours = ", ".join(sorted(registry.user_models)) or "none"
+        raise BlendinError(f"{_quoted(name)} is not a model of your registry (yours: {yours})")
+    del data["models"][name]
+    if not data["models"]:
+        del data["models"]
+    after = _merged_registry(data, path)
+    if name not in after.models:
+        users = [
+            f"pair {pair}" for pair, table in sorted(after.pairs.items()) if name in (table["base"], table["guide"])
+        ]
+        users += [f"model {model}" for model, entry in sorted(after.user_models.items()) if entry.spec == name]
+        if users:
+            raise BlendinError(f"model '{name}' is named by {', '.join(users)}: remove or change those first")
+    _write_registry_file(path, data)
+    return path
+
+
 def _merged_registry(user_data: Mapping[str, Any], path: Path) -> Registry:
     """The packaged registry with `user_data` (the tables of the user registry `path`) over it."""
     data = tomllib.loads(files("blendin_local.models").joinpath("registry.toml").read_text())

@@ -274,6 +274,31 @@ def test_models_add_stores_an_absolute_path_and_pairs_use_it(config, tmp_path, m
     assert_one_line(err, "leads back to itself")
 
 
+def test_models_remove_keeps_the_file_and_what_still_names_the_model(config, tmp_path):
+    guide_file = reg.resolve_model(GUIDE)
+    assert run("models", "add", "mysmol", str(guide_file))[0] == 0
+    assert run("models", "add", "alias", "mysmol")[0] == 0
+    assert run("pair", "add", "p", "--base", BASE, "--guide", "mysmol")[0] == 0
+    code, _, err = run("models", "remove", "mysmol")  # the pair and the alias would name nothing
+    assert code == 1
+    assert_one_line(err, "model 'mysmol' is named by pair p, model alias", "remove or change those first")
+    assert run("pair", "remove", "p")[0] == 0 and run("models", "remove", "alias")[0] == 0
+    code, out, err = run("models", "remove", "mysmol")
+    assert code == 0 and out == f"model mysmol removed from {config}\n", err
+    assert guide_file.is_file() and "models" not in reg.read_registry_file(config)
+    code, _, err = run("models", "remove", "mysmol")
+    assert code == 1
+    assert_one_line(err, "'mysmol' is not a model of your registry (yours: none)")
+    code, _, err = run("models", "remove", GUIDE)
+    assert code == 1
+    assert_one_line(err, f"model '{GUIDE}' is packaged")
+    # Yours replacing a packaged model: the packaged one comes back, so what names it still works.
+    assert run("models", "add", GUIDE, str(tmp_path / "x.gguf"), "--force", "--no-check")[0] == 0
+    assert run("pair", "add", "q", "--base", BASE, "--guide", GUIDE, "--no-check")[0] == 0
+    assert run("models", "remove", GUIDE)[0] == 0
+    assert reg.resolve_model(reg.pair_entry("q").guide) == guide_file
+
+
 @pytest.mark.parametrize(
     "args, needle, code",
     [
@@ -319,6 +344,22 @@ def test_any_pair_add_succeeds_or_fails_in_one_line(config, name, base, options,
         assert entry.guide == GUIDE
     else:
         assert code in (1, 2)
+        assert_one_line(err)
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(added=st.lists(ARGUMENT, max_size=3), removed=ARGUMENT)
+def test_any_models_remove_succeeds_or_fails_in_one_line(config, added, removed):
+    config.unlink(missing_ok=True)
+    for name in added:
+        run("models", "add", name, GUIDE)
+    before = set(reg.load_registry().user_models)
+    code, _, err = run("models", "remove", removed)
+    after = set(reg.load_registry().user_models)
+    if code == 0:
+        assert after == before - {removed} and removed in before
+    else:
+        assert code in (1, 2) and after == before
         assert_one_line(err)
 
 

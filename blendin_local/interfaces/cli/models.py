@@ -191,3 +191,12 @@ def models_add(name, spec, role, prompt, description, force, no_check):
     path (kept as an absolute path), a model spec or another model's name."""
     path = model_registry.add_model(name, spec, role, prompt, description, force=force, check=not no_check)
     click.echo(f"model {name} added to {path}")
+
+
+@models.command("remove")
+@click.argument("name")
+def models_remove(name):
+    """Remove the model NAME from your registry. Its GGUF file is not deleted; a packaged model of
+    the same name comes back."""
+    path = model_registry.remove_model(name)
+    click.echo(f"model {name} removed from {path}")
