@@ -20,7 +20,7 @@ import os
 import re
 import stat
 import tempfile
-from collections.abc import Mapping
+from collections.abc import Mapping, MutableMapping
 from dataclasses import dataclass, field
 from importlib.resources import files
 from pathlib import Path
@@ -245,11 +245,21 @@ def user_registry_path() -> Path:
 def read_registry_file(path: Path) -> dict[str, Any]:
     """The tables of a registry file, {} if there is none. A file too large, not UTF-8 or not TOML is
     one BlendinError naming it."""
+    text = _registry_text(path)
+    try:
+        return {} if text is None else tomllib.loads(text)
+    except (ValueError, RecursionError) as e:  # TOMLDecodeError is a ValueError; deep nesting recurses
+        raise BlendinError(f"{path}: not valid TOML: {_one_line(str(e) or type(e).__name__)}") from None
+
+
+def _registry_text(path: Path) -> str | None:
+    """A registry file's text, None if there is none; too large, not UTF-8 or not a regular file
+    is one BlendinError naming it."""
     try:
         # Non-blocking: a FIFO in the file's place would otherwise wait for a writer forever.
         fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0))
     except FileNotFoundError:
-        return {}
+        return None
     except OSError as e:
         raise BlendinError(f"{path}: cannot read it: {e.strerror or e}") from None
     if not stat.S_ISREG(os.fstat(fd).st_mode):
@@ -263,11 +273,9 @@ def read_registry_file(path: Path) -> dict[str, Any]:
     if len(data) > MAX_REGISTRY_BYTES:
         raise BlendinError(f"{path}: larger than {MAX_REGISTRY_BYTES >> 20} MiB, which no registry is")
     try:
-        return tomllib.loads(data.decode("utf-8"))
+        return data.decode("utf-8")
     except UnicodeDecodeError as e:
         raise BlendinError(f"{path}: not UTF-8 (byte 0x{data[e.start]:02x} at offset {e.start})") from None
-    except (ValueError, RecursionError) as e:  # TOMLDecodeError is a ValueError; deep nesting recurses
-        raise BlendinError(f"{path}: not valid TOML: {_one_line(str(e) or type(e).__name__)}") from None
 
 
 def checked_user_registry(
@@ -476,12 +484,55 @@ REGISTRY_HEADER = (
 )
 
 
+def registry_file_text(old_text: str | None, data: Mapping[str, Any]) -> str:
+    """The registry file that holds `data`, written over `old_text` (the file as it is): only the
+    entries that changed are rewritten, so the user's comments and layout stay. Whatever that
+    gives must read back as `data`; if it does not, or the old text defeats the editor, the file
+    is written afresh (its comments then lost, its entries never), and that must read back too."""
+    import tomlkit  # only writers need it
+    from tomlkit.exceptions import TOMLKitError
+
+    if old_text is not None:
+        try:
+            document = tomlkit.parse(old_text)
+            _update_document(document, data)
+            text = tomlkit.dumps(document)
+            if tomllib.loads(text) == data:
+                return text
+        except (TOMLKitError, ValueError, TypeError, KeyError):  # TOMLDecodeError is a ValueError
+            pass
+    text = REGISTRY_HEADER + tomlkit.dumps(dict(data))
+    try:
+        if tomllib.loads(text) == data:
+            return text
+    except ValueError:
+        pass
+    raise BlendinError(f"tomlkit {tomlkit.__version__} wrote a registry that does not read back: upgrade tomlkit")
+
+
+def _update_document(document: MutableMapping[str, Any], data: Mapping[str, Any]) -> None:
+    """Make the tables of a TOML document (tomlkit's, which keeps comments) those of `data`,
+    touching only entries that differ."""
+    for kind in ("models", "pairs"):
+        if kind not in data:
+            document.pop(kind, None)
+            continue
+        wanted = data[kind]
+        if kind not in document:
+            document[kind] = dict(wanted)
+            continue
+        tables = document[kind]
+        for name in [name for name in tables if name not in wanted]:
+            del tables[name]
+        for name, table in wanted.items():
+            if tables.get(name) != table:
+                tables[name] = table
+
+
 def _write_registry_file(path: Path, data: Mapping[str, Any]) -> None:
     """Replace the file at once (a temporary file renamed over it): a reader sees the old file or
     the new one, never half of one. A symbolic link is followed, not replaced."""
-    import tomli_w  # only writers need it
-
-    text = REGISTRY_HEADER + tomli_w.dumps(data)
+    text = registry_file_text(_registry_text(path), data)
     if len(text.encode("utf-8")) > MAX_REGISTRY_BYTES:
         raise BlendinError(f"{path}: would grow beyond {MAX_REGISTRY_BYTES >> 20} MiB; remove some entries first")
     target = path.resolve()

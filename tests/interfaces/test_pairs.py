@@ -12,7 +12,7 @@ from pathlib import Path
 
 import click
 import pytest
-import tomli_w
+import tomlkit
 from click.testing import CliRunner
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -34,7 +34,7 @@ def config(tmp_path, monkeypatch) -> Path:
 
 def write_registry(path: Path, data: dict | bytes) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_bytes(data if isinstance(data, bytes) else tomli_w.dumps(data).encode())
+    path.write_bytes(data if isinstance(data, bytes) else tomlkit.dumps(data).encode())
 
 
 def run(*args: str) -> tuple[int, str, str]:
@@ -109,18 +109,18 @@ def test_a_user_model_that_leads_back_to_itself_is_one_error(config):
         (b"\xff\xfe[pairs]", "not UTF-8"),
         (b"a = " + b"[" * 100_000, "not valid TOML"),  # nesting deep enough to exhaust the recursion limit
         (b"#" * (reg.MAX_REGISTRY_BYTES + 1), "larger than 1 MiB"),
-        (tomli_w.dumps({"pairs": {"x": {"base": "a", "guide": "b", "gamma": "0.5"}}}).encode(), "pairs.x.gamma"),
-        (tomli_w.dumps({"pairs": {"x": {"base": "a", "guide": "b", "gamma": 3.0}}}).encode(), "invalid gamma"),
-        (tomli_w.dumps({"pairs": {"x": {"base": "a", "guide": "b", "alpha": True}}}).encode(), "pairs.x.alpha"),
-        (tomli_w.dumps({"pairs": {"x": {"base": "a", "guide": "b", "ctx_size": 8}}}).encode(), "pairs.x.ctx_size"),
-        (tomli_w.dumps({"pairs": {"x": {"base": "a", "guide": "b", "gama": 1}}}).encode(), "unknown key 'gama'"),
-        (tomli_w.dumps({"pairs": {"x": {"base": "a"}}}).encode(), "pairs.x: no guide"),
-        (tomli_w.dumps({"pairs": {"x y": {"base": "a", "guide": "b"}}}).encode(), "pair name 'x y'"),
-        (tomli_w.dumps({"pairs": {"x": {"base": "a\nb", "guide": "b"}}}).encode(), "control character"),
-        (tomli_w.dumps({"models": {"m": {"spec": "a", "path": "b"}}}).encode(), "either spec or path"),
-        (tomli_w.dumps({"models": {"m": {"spec": "a", "role": "judge"}}}).encode(), "models.m.role"),
-        (tomli_w.dumps({"models": ["m"]}).encode(), "models is not a table"),
-        (tomli_w.dumps({"model": {}}).encode(), "unknown table 'model'"),
+        (tomlkit.dumps({"pairs": {"x": {"base": "a", "guide": "b", "gamma": "0.5"}}}).encode(), "pairs.x.gamma"),
+        (tomlkit.dumps({"pairs": {"x": {"base": "a", "guide": "b", "gamma": 3.0}}}).encode(), "invalid gamma"),
+        (tomlkit.dumps({"pairs": {"x": {"base": "a", "guide": "b", "alpha": True}}}).encode(), "pairs.x.alpha"),
+        (tomlkit.dumps({"pairs": {"x": {"base": "a", "guide": "b", "ctx_size": 8}}}).encode(), "pairs.x.ctx_size"),
+        (tomlkit.dumps({"pairs": {"x": {"base": "a", "guide": "b", "gama": 1}}}).encode(), "unknown key 'gama'"),
+        (tomlkit.dumps({"pairs": {"x": {"base": "a"}}}).encode(), "pairs.x: no guide"),
+        (tomlkit.dumps({"pairs": {"x y": {"base": "a", "guide": "b"}}}).encode(), "pair name 'x y'"),
+        (tomlkit.dumps({"pairs": {"x": {"base": "a\nb", "guide": "b"}}}).encode(), "control character"),
+        (tomlkit.dumps({"models": {"m": {"spec": "a", "path": "b"}}}).encode(), "either spec or path"),
+        (tomlkit.dumps({"models": {"m": {"spec": "a", "role": "judge"}}}).encode(), "models.m.role"),
+        (tomlkit.dumps({"models": ["m"]}).encode(), "models is not a table"),
+        (tomlkit.dumps({"model": {}}).encode(), "unknown table 'model'"),
     ],
     ids=lambda value: value if isinstance(value, str) else "",
 )
