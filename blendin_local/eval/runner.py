@@ -5,8 +5,9 @@ method at the same depth. Each finished sample is scored (and judged, with a jud
 written at once; Ctrl-C loses only the samples in flight.
 
 `jobs` > 1 runs samples on that many pairs at once, each with its share of the CPU threads
-(llama.cpp releases the GIL while it computes). On 2 cores that does not pay: one pair
-already keeps both busy (measured in docs/results.md).
+(llama.cpp releases the GIL while it computes). On 2 cores, two single-threaded pairs beat one
+two-threaded pair by about 1.1x once answers are long enough to hide the second load (measured
+in docs/results.md).
 """
 
 from __future__ import annotations
