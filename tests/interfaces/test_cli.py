@@ -258,6 +258,39 @@ def test_arguments_that_are_not_utf8_are_one_line_naming_the_option():
     assert_one_line_error(blendin("generate", "--stop", b"a\xfe", "Hi"), "'--stop'", "byte 0xfe", code=2)
 
 
+def as_an_ascii_locale_reads(text: str) -> str:
+    """`text` as an argument reaches Python under LC_ALL=C: its non-ASCII bytes surrogate-escaped."""
+    return "".join(chr(b) if b < 0x80 else chr(0xDC00 + b) for b in text.encode("utf-8"))
+
+
+@given(st.text(st.characters(exclude_categories=("Cs",))))
+def test_an_ascii_locale_gets_its_utf8_arguments_read_as_utf8(text):
+    from blendin_local.interfaces.cli.options import UTF8_TEXT
+
+    assert UTF8_TEXT.convert(as_an_ascii_locale_reads(text), None, None) == text
+
+
+@pytest.mark.models
+@pytest.mark.parametrize("env", [{"LC_ALL": "C", "LANG": "C", "PYTHONUTF8": "0"}, {"PYTHONIOENCODING": "ascii"}])
+@pytest.mark.parametrize(
+    "args, stdin",
+    [(["generate", "用中文介绍一下熊猫。"], None), (["chat"], "用中文介绍一下熊猫。\n/exit\n".encode())],
+)
+def test_a_non_utf8_locale_reads_and_writes_utf8(env, args, stdin):
+    # Under LC_ALL=C the prompt (and each chat line) was refused as "not valid UTF-8"; with an
+    # ASCII stdout the answer could not be written. Input and output are UTF-8 whatever the locale.
+    proc = subprocess.run(
+        [sys.executable, "-m", "blendin_local", *args, "--method", "guide", "-n", "6"],
+        input=stdin,
+        capture_output=True,
+        timeout=300,
+        env={k: v for k, v in os.environ.items() if k not in ("LC_ALL", "LANG", "PYTHONIOENCODING")} | env,
+    )
+    err = proc.stderr.decode(errors="replace")
+    assert proc.returncode == 0 and "not valid UTF-8" not in err and "Traceback" not in err, err
+    assert proc.stdout.decode("utf-8").strip() and "6 tokens" in err
+
+
 @pytest.mark.parametrize(
     "option, fmt, needle",
     [

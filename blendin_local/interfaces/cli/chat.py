@@ -22,13 +22,12 @@ class TerminalOutput:
 
     def __init__(self):
         self._line_open = False
-        self._out = click.get_text_stream("stdout")  # type: ignore[operator]  # click 8.5 declares it loosely
 
     def answer(self, text: str, source: str | None) -> None:
         if not text:
             return
-        click.echo(click.style(text, fg=SOURCE_COLOURS.get(source)) if source else text, nl=False, file=self._out)
-        self._out.flush()
+        # click.echo's own stdout: UTF-8 even where Python's is ASCII, flushed after each piece.
+        click.echo(click.style(text, fg=SOURCE_COLOURS.get(source)) if source else text, nl=False)
         self._line_open = not text.endswith("\n")
 
     def info(self, line: str) -> None:
@@ -36,16 +35,17 @@ class TerminalOutput:
 
     def end_line(self) -> None:
         if self._line_open:
-            click.echo(file=self._out)
+            click.echo()
             self._line_open = False
 
 
 def terminal_lines(interactive: bool) -> Iterator[str]:
     """Lines typed by the user until Ctrl-D; Ctrl-C at the prompt only clears the line."""
-    # Bytes that are not UTF-8 arrive as lone surrogates, for the session to refuse that one line;
-    # strict decoding would end the whole chat (and lose the conversation) with a traceback.
+    # Input is UTF-8 whatever the locale says (LC_ALL=C would make it ASCII). Bytes that are not
+    # UTF-8 arrive as lone surrogates, for the session to refuse that one line; strict decoding
+    # would end the whole chat (and lose the conversation) with a traceback.
     if isinstance(sys.stdin, io.TextIOWrapper):  # a real stdin is; a test may put something else there
-        sys.stdin.reconfigure(errors="surrogateescape")
+        sys.stdin.reconfigure(encoding="utf-8", errors="surrogateescape")
     if interactive:
         try:
             import readline  # noqa: F401  (line editing and history for input())

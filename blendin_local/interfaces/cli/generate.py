@@ -82,21 +82,21 @@ def run_generation(
     pair: BlendPair, prompt: str, settings: GenerationSettings, stream: bool, trace: bool
 ) -> GenerationResult:
     generation = pair.start(prompt, settings)
-    out = click.get_text_stream("stdout")  # type: ignore[operator]  # click 8.5 declares it loosely
     try:
         for event in generation.steps():
-            emit(out, event.text, event.entry.source if trace else None, stream)
+            emit(event.text, event.entry.source if trace else None, stream)
         finished = generation.finish()
     except KeyboardInterrupt:
         finished = generation.finish("interrupted")
-    emit(out, finished.text, None, stream)
+    emit(finished.text, None, stream)
     return finished.result
 
 
-def emit(out, text: str, source: str | None, stream: bool) -> None:
+def emit(text: str, source: str | None, stream: bool) -> None:
+    # click.echo's own stdout writes UTF-8 where Python's stdout is ASCII (PYTHONIOENCODING,
+    # LC_ALL=C), and flushes after each piece.
     if stream and text:
-        click.echo(click.style(text, fg=SOURCE_COLOURS.get(source)) if source else text, nl=False, file=out)
-        out.flush()
+        click.echo(click.style(text, fg=SOURCE_COLOURS.get(source)) if source else text, nl=False)
 
 
 def print_trace(result: GenerationResult) -> None:

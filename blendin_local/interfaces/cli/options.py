@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import functools
 import math
+import os
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal, get_args, get_origin
@@ -78,9 +79,12 @@ class Utf8Text(click.ParamType):
     def convert(self, value, param, ctx):
         value = click.STRING.convert(value, param, ctx)
         problem = utf8_problem(value)
-        if problem is not None:
+        if problem is None:
+            return value
+        try:  # an ASCII locale (LC_ALL=C) escapes every non-ASCII byte, UTF-8 or not: read them as UTF-8
+            return os.fsencode(value).decode("utf-8")
+        except (UnicodeEncodeError, UnicodeDecodeError):
             self.fail(f"not valid UTF-8 ({problem})", param, ctx)
-        return value
 
 
 UTF8_TEXT = Utf8Text()
