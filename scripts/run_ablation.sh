@@ -10,7 +10,8 @@
 # Items go one at a time through every row, so an interrupted run has every row at the same
 # depth. Resumable: run it again and it continues where it stopped (kill -9 loses at most the
 # samples in flight).
-# Usage: scripts/run_ablation.sh [OUT_DIR] [extra blendin eval options, e.g. -t 1]
+# Usage: scripts/run_ablation.sh [OUT_DIR] [extra blendin eval options, e.g. -t 2 --jobs 2: on 2
+# cores, two single-threaded pairs, the fastest split measured (docs/results.md, "--jobs")]
 set -euo pipefail
 DATA_DIR=${BLENDIN_DATA_DIR:-../shared/data}
 OUT=${1:-runs/ablation}

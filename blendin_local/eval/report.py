@@ -19,6 +19,7 @@ from statistics import mean, pstdev
 from blendin_local.engine.methods import METHODS
 from blendin_local.errors import BlendinError, install_hint
 from blendin_local.eval.loops import loops
+from blendin_local.eval.paired import paired_table
 from blendin_local.eval.runs import read_run
 from blendin_local.eval.variants import method_of
 
@@ -291,7 +292,9 @@ def pairs_line(by_method: dict[str, list[dict]]) -> str:
     return "Models: " + "; ".join(f"guide {guide} -> base {base}" for guide, base in pairs) + ".\n\n"
 
 
-def write_report(run_dirs: list[Path], out: Path) -> Path:
+def write_report(run_dirs: list[Path], out: Path, against: str = "guide") -> Path:
+    """report.md, summary.csv and the figures; each dataset's rows also item by item against the
+    row `against` where it ran (paired.py)."""
     rows, records = load_rows(run_dirs)
     out.mkdir(parents=True, exist_ok=True)
     write_csv(rows, out / "summary.csv")
@@ -299,9 +302,11 @@ def write_report(run_dirs: list[Path], out: Path) -> Path:
     has_alphas = plot_alpha_histograms(records, out / "alpha_histograms.png")
     parts = ["# Results\n"]
     for dataset in dict.fromkeys(r.dataset for r in rows):
-        parts.append(
-            f"## {dataset}\n\n{pairs_line(records[dataset])}{markdown_table([r for r in rows if r.dataset == dataset])}\n"
-        )
+        dataset_rows = [r for r in rows if r.dataset == dataset]
+        parts.append(f"## {dataset}\n\n{pairs_line(records[dataset])}{markdown_table(dataset_rows)}\n")
+        paired = paired_table(dataset, records[dataset], against, [r.method for r in dataset_rows])
+        if paired:
+            parts.append(paired)
     parts.append("![intervention rate against score](intervention_vs_score.png)\n")
     if has_alphas:
         parts.append("![auto alpha at interventions](alpha_histograms.png)\n")

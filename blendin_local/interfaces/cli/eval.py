@@ -6,9 +6,11 @@ import sys
 from pathlib import Path
 
 import click
+from click.core import ParameterSource
 
 from blendin_local.backends.llama import default_threads
 from blendin_local.engine.methods import METHODS
+from blendin_local.engine.prompts import preview
 from blendin_local.engine.settings import GenerationSettings, check_anti
 from blendin_local.errors import BlendinError
 from blendin_local.eval.datasets import DATASETS, DEFAULT_SEED, load_dataset, resolve_data_dir, sample_items
@@ -16,7 +18,7 @@ from blendin_local.eval.judge import Judge
 from blendin_local.eval.runner import run_samples
 from blendin_local.eval.runs import RunFolder
 from blendin_local.eval.variants import method_of
-from blendin_local.interfaces.cli.options import generation_options, model_options
+from blendin_local.interfaces.cli.options import UTF8_TEXT, generation_options, model_options
 
 
 def parse_methods(text: str, with_anti: bool) -> list[str]:
@@ -162,12 +164,23 @@ def eval_group(
     show_default=True,
     help="Folder for report.md, summary.csv and the PNG figures.",
 )
-def eval_report(run_dirs, out):
+@click.option(
+    "--against",
+    type=UTF8_TEXT,
+    default="guide",
+    show_default=True,
+    help="report.md also compares every row with this one item by item, where it ran.",
+)
+@click.pass_context
+def eval_report(ctx, run_dirs, out, against):
     """Tables and plots from run folders: blendin eval report runs/gsm8k runs/ifeval --out report."""
     from blendin_local.eval.report import load_rows, markdown_table, write_report
 
-    path = write_report(list(run_dirs), out)
     rows, _ = load_rows(list(run_dirs))
+    names = sorted({r.method for r in rows})
+    if against not in names and ctx.get_parameter_source("against") is not ParameterSource.DEFAULT:
+        raise BlendinError(f"--against {preview(against)}: no such row in these runs (rows: {', '.join(names)})")
+    path = write_report(list(run_dirs), out, against)
     for dataset in dict.fromkeys(r.dataset for r in rows):
         click.echo(f"\n{dataset}\n{markdown_table([r for r in rows if r.dataset == dataset])}")
     click.echo(f"\nwritten: {path}, {out / 'summary.csv'}, figures in {out}", err=True)
