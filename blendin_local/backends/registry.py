@@ -30,6 +30,7 @@ from typing import Any
 from blendin_local.backends import model_sources
 from blendin_local.engine.settings import ALPHA_AUTO, GenerationSettings, value_type
 from blendin_local.errors import BlendinError, install_hint
+from blendin_local.user_paths import user_path
 
 
 def _toml_parser() -> ModuleType:
@@ -308,7 +309,7 @@ def user_model(name: str, table: Any, folder: Path) -> UserModelEntry:
         if table.get(key, allowed[0]) not in allowed:
             raise BlendinError(f"{where}.{key} is {_quoted(table[key])}, not one of {', '.join(allowed)}")
     is_path = "path" in table
-    spec = str(folder / os.path.expanduser(table["path"])) if is_path else table["spec"]
+    spec = str(folder / user_path(table["path"])) if is_path else table["spec"]
     return UserModelEntry(name, spec, is_path, table.get("role"), table.get("prompt"), table.get("description", ""))
 
 
@@ -565,7 +566,7 @@ def _existing_file(spec: str) -> str | None:
     """The absolute path of the file `spec` names, if it names one: an entry keeps it so, since a
     relative path would depend on the folder a later command runs in."""
     try:
-        path = Path(os.path.expanduser(spec))
+        path = user_path(spec)
         return str(path.resolve()) if path.is_file() else None
     except (OSError, ValueError):  # not a usable path (a NUL byte, too long): the entry's checks say why
         return None

@@ -292,10 +292,9 @@ def pairs_line(by_method: dict[str, list[dict]]) -> str:
     return "Models: " + "; ".join(f"guide {guide} -> base {base}" for guide, base in pairs) + ".\n\n"
 
 
-def write_report(run_dirs: list[Path], out: Path, against: str = "guide") -> Path:
-    """report.md, summary.csv and the figures; each dataset's rows also item by item against the
-    row `against` where it ran (paired.py)."""
-    rows, records = load_rows(run_dirs)
+def write_report(rows: list[Row], records: dict[str, dict[str, list[dict]]], out: Path, against: str = "guide") -> Path:
+    """report.md, summary.csv and the figures of what load_rows read; each dataset's rows also item
+    by item against the row `against` where it ran (paired.py)."""
     out.mkdir(parents=True, exist_ok=True)
     write_csv(rows, out / "summary.csv")
     plot_intervention_vs_score(rows, records, out / "intervention_vs_score.png")

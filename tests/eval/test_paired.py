@@ -7,7 +7,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from blendin_local.eval.paired import item_scores, paired_difference, paired_table
-from blendin_local.eval.report import write_report
+from blendin_local.eval.report import load_rows, write_report
 from blendin_local.eval.runs import RunFolder
 
 
@@ -80,9 +80,9 @@ def test_the_report_compares_with_the_guide_where_it_ran(tmp_path):
         guide = {**base, "score": float(i < 1)}
         for method, rec in (("base", base), ("guide", guide)):
             folder.append(method, {**rec, "method": method, "intervention_rate": 0.0, "tokens_per_s": 1.0})
-    text = write_report([run], tmp_path / "report").read_text()
+    text = write_report(*load_rows([run]), tmp_path / "report").read_text()
     assert "Against `guide`" in text and "| base | score | 5 | +0.600 |" in text
-    text = write_report([run], tmp_path / "report", against="base").read_text()
+    text = write_report(*load_rows([run]), tmp_path / "report", against="base").read_text()
     assert "| guide | score | 5 | -0.600 |" in text
 
 

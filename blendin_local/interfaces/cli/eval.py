@@ -142,10 +142,7 @@ def eval_group(
     if any(item.choices for item in items):
         config["loglik"] = loglik
     # A run written before a setting existed ran with that setting's default.
-    field_defaults = {
-        name: info.get_default(call_default_factory=True) for name, info in GenerationSettings.model_fields.items()
-    }
-    folder = RunFolder.open(out, config, resume, assumed={"settings": field_defaults})
+    folder = RunFolder.open(out, config, resume, assumed={"settings": GenerationSettings().model_dump()})
     try:
         ran = run_samples(pairs, items, method_list, common, folder, judge, progress=not no_progress, loglik=loglik)
     except KeyboardInterrupt:
@@ -176,11 +173,11 @@ def eval_report(ctx, run_dirs, out, against):
     """Tables and plots from run folders: blendin eval report runs/gsm8k runs/ifeval --out report."""
     from blendin_local.eval.report import load_rows, markdown_table, write_report
 
-    rows, _ = load_rows(list(run_dirs))
+    rows, records = load_rows(list(run_dirs))
     names = sorted({r.method for r in rows})
     if against not in names and ctx.get_parameter_source("against") is not ParameterSource.DEFAULT:
         raise BlendinError(f"--against {preview(against)}: no such row in these runs (rows: {', '.join(names)})")
-    path = write_report(list(run_dirs), out, against)
+    path = write_report(rows, records, out, against)
     for dataset in dict.fromkeys(r.dataset for r in rows):
         click.echo(f"\n{dataset}\n{markdown_table([r for r in rows if r.dataset == dataset])}")
     click.echo(f"\nwritten: {path}, {out / 'summary.csv'}, figures in {out}", err=True)
