@@ -2,14 +2,14 @@
 
 1. blendin with alpha = 0 (any gamma) is the base, byte for byte.
 2. blendin with alpha = 1 and gamma = 1.01 (always intervene) is the guide: on the default
-   cross-tokenizer pair the blend writes a guide token the base lacks in two steps ("'" + "s"),
-   so it gets a larger step budget and must reproduce every byte of the guide's 64 tokens;
+   cross-tokenizer pair it must reproduce every byte of the guide's 64 tokens (tests/alpha_one.py);
    with the same file as base and guide, exactly.
 3. A model blended with itself, any alpha and gamma, is that model alone.
 4. Sampling: the same seed gives the same text, different seeds differ.
 """
 
 import pytest
+from alpha_one import blend_and_guide_texts
 from prompts import INVARIANT_PROMPTS
 
 from blendin_local.engine.generation import GenerationSettings
@@ -35,13 +35,11 @@ def test_alpha_zero_is_the_base(default_pair, prompt):
 def test_alpha_one_always_on_is_the_guide(default_pair):
     matches, misses = 0, []
     for prompt in INVARIANT_PROMPTS:
-        guide = generate(default_pair, prompt, method="guide")
-        blend = generate(default_pair, prompt, method="blendin", alpha=1.0, gamma=1.01, max_tokens=2 * N)
-        same = blend.text == guide.text if guide.stop_reason != "length" else blend.text.startswith(guide.text)
+        guide, blend, same = blend_and_guide_texts(default_pair, prompt, N)
         if same:
             matches += 1
         else:
-            misses.append((prompt, guide.text, blend.text))
+            misses.append((prompt, guide, blend))
     print(f"\nalpha=1, always on, default pair: {matches}/{len(INVARIANT_PROMPTS)} reproduce the guide")
     assert matches >= 0.9 * len(INVARIANT_PROMPTS), misses
 
