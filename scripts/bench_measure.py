@@ -557,6 +557,7 @@ def scaling(pair: BlendPair, profiler: Profiler, args, prompts: list[dict]) -> d
 
 def set_threads(model: LlamaModel, n: int) -> None:
     llama.llama_set_n_threads(model._ctx, n, n)
+    model.threads = n
 
 
 def thread_split(pair: BlendPair, profiler: Profiler | None, args, prompts: list[dict]) -> dict:

@@ -83,6 +83,7 @@ class LlamaModel:
         if not options.vocab_only:
             # Decided once per process, before the first weights load (a crash here is a signal).
             model_params.use_extra_bufts = GATE.allows_extra_buffers(repack_setting(options.repack), [path])
+        self.uses_extra_buffers = bool(model_params.use_extra_bufts)  # AMX/repacked weights: part of the numbers
         model = llama.llama_model_load_from_file(str(path).encode(), model_params)
         if not model:
             raise BlendinError(explain_load_failure(path))
@@ -92,6 +93,7 @@ class LlamaModel:
         self.n_ctx_train = llama.llama_model_n_ctx_train(model)
 
         self._ctx = None
+        self.threads: int | None = None  # of its context; a greedy text depends on it (docs/design.md)
         if not options.vocab_only:
             self._create_context(options)
         self._piece_buffer = ctypes.create_string_buffer(256)
@@ -110,6 +112,7 @@ class LlamaModel:
 
     def _create_context(self, options: LoadOptions) -> None:
         threads = options.n_threads or default_threads()
+        self.threads = threads
         ctx_params = llama.llama_context_default_params()
         ctx_params.n_ctx = min(options.n_ctx, self.n_ctx_train) if options.n_ctx > 0 else self.n_ctx_train
         ctx_params.n_batch = options.n_batch

@@ -21,6 +21,7 @@ from blendin_local.errors import BlendinError, install_hint
 from blendin_local.eval.loops import loops
 from blendin_local.eval.paired import paired_table
 from blendin_local.eval.runs import read_run
+from blendin_local.eval.sessions import read_sessions, sessions_line
 from blendin_local.eval.variants import method_of
 
 
@@ -117,15 +118,19 @@ def summarise(dataset: str, method: str, records: list[dict]) -> Row:
     )
 
 
-def load_rows(run_dirs: list[Path]) -> tuple[list[Row], dict[str, dict[str, list[dict]]]]:
-    rows, records_by_dataset = [], {}
+def load_rows(
+    run_dirs: list[Path],
+) -> tuple[list[Row], dict[str, dict[str, list[dict]]], dict[str, list[dict]]]:
+    """(rows, dataset -> method -> records, dataset -> sessions) of the run folders."""
+    rows, records_by_dataset, sessions_by_dataset = [], {}, {}
     for run_dir in run_dirs:
         config, by_method = read_run(run_dir)
         dataset = config["dataset"]
         records_by_dataset[dataset] = by_method
+        sessions_by_dataset[dataset] = read_sessions(run_dir)
         for method in sorted(by_method, key=_row_order):
             rows.append(summarise(dataset, method, by_method[method]))
-    return rows, records_by_dataset
+    return rows, records_by_dataset, sessions_by_dataset
 
 
 def _row_order(name: str) -> tuple[int, int, str]:
@@ -292,9 +297,16 @@ def pairs_line(by_method: dict[str, list[dict]]) -> str:
     return "Models: " + "; ".join(f"guide {guide} -> base {base}" for guide, base in pairs) + ".\n\n"
 
 
-def write_report(rows: list[Row], records: dict[str, dict[str, list[dict]]], out: Path, against: str = "guide") -> Path:
+def write_report(
+    rows: list[Row],
+    records: dict[str, dict[str, list[dict]]],
+    sessions: dict[str, list[dict]],
+    out: Path,
+    against: str = "guide",
+) -> Path:
     """report.md, summary.csv and the figures of what load_rows read; each dataset's rows also item
-    by item against the row `against` where it ran (paired.py)."""
+    by item against the row `against` where it ran (paired.py), and a word where its records ran
+    on more than one runtime (sessions.py)."""
     out.mkdir(parents=True, exist_ok=True)
     write_csv(rows, out / "summary.csv")
     plot_intervention_vs_score(rows, records, out / "intervention_vs_score.png")
@@ -302,7 +314,9 @@ def write_report(rows: list[Row], records: dict[str, dict[str, list[dict]]], out
     parts = ["# Results\n"]
     for dataset in dict.fromkeys(r.dataset for r in rows):
         dataset_rows = [r for r in rows if r.dataset == dataset]
-        parts.append(f"## {dataset}\n\n{pairs_line(records[dataset])}{markdown_table(dataset_rows)}\n")
+        every_record = [r for method_records in records[dataset].values() for r in method_records]
+        runtimes = sessions_line(sessions.get(dataset, []), every_record)
+        parts.append(f"## {dataset}\n\n{pairs_line(records[dataset])}{runtimes}{markdown_table(dataset_rows)}\n")
         paired = paired_table(dataset, records[dataset], against, [r.method for r in dataset_rows])
         if paired:
             parts.append(paired)

@@ -2,6 +2,7 @@
 
     out/config.json        what was run (dataset, subset, models, settings, judge)
     out/<method>.jsonl     one line per sample, appended and flushed the moment it is scored
+    out/sessions.json      what each invocation ran on (sessions.py); records name their session
 
 A folder holding a different configuration is refused, never mixed. Resuming reads the lines
 already there and skips those samples. Each record goes to disk with its newline in one write,
@@ -20,6 +21,7 @@ from pathlib import Path
 from threading import Lock
 
 from blendin_local.errors import BlendinError
+from blendin_local.eval.sessions import start_session
 
 CONFIG_FILE = "config.json"
 
@@ -42,15 +44,19 @@ class RunFolder:
     config: dict
     done: dict[str, set[str]] = field(default_factory=dict)  # method -> sample ids on disk
     earlier: list[dict] = field(default_factory=list)  # the records found on disk when opened
+    session: int | None = None  # this invocation's index in sessions.json, which each record carries
+    runtime_changes: list[str] = field(default_factory=list)  # from the last session's runtime
     _lock: Lock = field(default_factory=Lock)
 
     @classmethod
-    def open(cls, path: Path, config: dict, resume: bool, assumed: Mapping | None = None) -> RunFolder:
+    def open(
+        cls, path: Path, config: dict, resume: bool, assumed: Mapping | None = None, runtime: dict | None = None
+    ) -> RunFolder:
         """The folder for `config`: new, or (with resume) the same configuration continued.
 
         `assumed` holds, in config's shape, the value a key absent from a stored configuration
         stands for: a setting added since that run was written ran as its default, so a run
-        started before an upgrade resumes after it.
+        started before an upgrade resumes after it. `runtime`, if given, starts a session.
         """
         config_file = path / CONFIG_FILE
         if config_file.exists():
@@ -71,13 +77,15 @@ class RunFolder:
             records = read_records(method_file, repair=True)
             folder.done[method_file.stem] = {record["id"] for record in records}
             folder.earlier += records
+        if runtime is not None:
+            folder.session, folder.runtime_changes = start_session(path, runtime)
         return folder
 
     def is_done(self, method: str, sample_id: str) -> bool:
         return sample_id in self.done.get(method, ())
 
     def append(self, method: str, record: dict) -> None:
-        line = _record_line(record)
+        line = _record_line(record if self.session is None else {**record, "session": self.session})
         with self._lock:
             fd = os.open(self.path / f"{method}.jsonl", os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o666)
             try:

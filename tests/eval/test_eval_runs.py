@@ -120,6 +120,28 @@ def test_killed_run_resumes_without_loss_or_duplicates(tmp_path):
         ids = ids_in(out / f"{method}.jsonl")
         assert len(ids) == len(set(ids)) == 6 and set(ids) == expected
         assert ids[: len(before.get(method, []))] == before.get(method, [])  # nothing rewritten
+        sessions = [r["session"] for r in read_records(out / f"{method}.jsonl")]
+        assert sessions == [0] * len(before.get(method, [])) + [1] * (6 - len(before.get(method, [])))
+    first, second = json.loads((out / "sessions.json").read_text())
+    assert first["runtime"] == second["runtime"] and b"another runtime" not in resumed.stderr
+
+
+@pytest.mark.models
+def test_a_resume_on_other_threads_says_so_and_the_report_counts_it(tmp_path):
+    out = tmp_path / "run"
+    done = blendin(*eval_args(out, "-t", "1", limit="2"))
+    assert done.returncode == 0, done.stderr.decode()
+    answers = out / "base.jsonl"
+    answers.write_bytes(answers.read_bytes().splitlines(keepends=True)[0])  # the second item to run again
+    resumed = blendin(*eval_args(out, "--resume", "-t", "2", limit="2"))
+    assert resumed.returncode == 0, resumed.stderr.decode()
+    said = resumed.stderr.decode()
+    assert "continues on another runtime" in said and "base.threads 1 there, 2 now" in said, said
+    assert [r["session"] for r in read_records(answers)] == [0, 1]
+    report = blendin("eval", "report", str(out), "--out", str(tmp_path / "report"))
+    assert report.returncode == 0, report.stderr.decode()
+    text = (tmp_path / "report" / "report.md").read_text()
+    assert "Runtimes:" in text and "1 in session 1" in text and "base.threads" in text
 
 
 @pytest.mark.models

@@ -78,7 +78,7 @@ def test_a_record_torn_anywhere_costs_that_record_alone(tmp_path_factory, writte
     assert data.endswith(b"\n") and all(line for line in data.split(b"\n")[:-1])  # every line whole
     ids = [r["id"] for r in read_records(method_file)]
     assert sorted(ids) == sorted(f"sample-{i}" for i in range(N_SAMPLES))  # nothing lost, nothing twice
-    rows, _ = load_rows([path])
+    rows, _, _ = load_rows([path])
     assert [row.n for row in rows] == [N_SAMPLES] and "| base | 6 |" in markdown_table(rows)
 
 

@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import importlib.metadata
 import sys
 from pathlib import Path
 
 import click
 from click.core import ParameterSource
 
-from blendin_local.backends.llama import default_threads
+from blendin_local.backends.cpu_kernels import cpu_model_name
+from blendin_local.backends.llama import LlamaModel, default_threads
 from blendin_local.engine.methods import METHODS
 from blendin_local.engine.prompts import preview
 from blendin_local.engine.settings import GenerationSettings, check_anti
@@ -17,6 +19,7 @@ from blendin_local.eval.datasets import DATASETS, DEFAULT_SEED, load_dataset, re
 from blendin_local.eval.judge import Judge
 from blendin_local.eval.runner import run_samples
 from blendin_local.eval.runs import RunFolder
+from blendin_local.eval.sessions import SESSIONS_FILE
 from blendin_local.eval.variants import method_of
 from blendin_local.interfaces.cli.options import UTF8_TEXT, generation_options, model_options
 
@@ -55,6 +58,32 @@ def model_identity(model) -> dict:
     if hasattr(model, "identity"):  # a model on a server (remote_backend.RemoteModel)
         return model.identity()
     return {"file": model.path.name, "size": model.path.stat().st_size}
+
+
+def model_runtime(model) -> dict:
+    """What a model's numbers depend on besides its file (sessions.py)."""
+    if isinstance(model, LlamaModel):
+        return {"threads": model.threads, "repacked_kernels": model.uses_extra_buffers}
+    return {"on_a_server": True}  # whose build and threads it does not tell
+
+
+def session_runtime(pair, jobs: int) -> dict:
+    """What this invocation runs on: the library, its llama.cpp build, the CPU, and per model."""
+    import llama_cpp
+    import llama_cpp.llama_cpp as llama
+
+    runtime = {
+        "blendin_local": importlib.metadata.version("blendin-local"),
+        "llama_cpp_python": llama_cpp.__version__,
+        "llama_cpp_build": llama.llama_print_system_info().decode("utf-8", "replace").strip(),
+        "cpu": cpu_model_name(),
+        "jobs": jobs,
+        "base": model_runtime(pair.base),
+        "guide": model_runtime(pair.guide),
+    }
+    if pair.anti is not None:
+        runtime["anti"] = model_runtime(pair.anti)
+    return runtime
 
 
 @click.group("eval", invoke_without_command=True)
@@ -142,7 +171,19 @@ def eval_group(
     if any(item.choices for item in items):
         config["loglik"] = loglik
     # A run written before a setting existed ran with that setting's default.
-    folder = RunFolder.open(out, config, resume, assumed={"settings": GenerationSettings().model_dump()})
+    folder = RunFolder.open(
+        out,
+        config,
+        resume,
+        assumed={"settings": GenerationSettings().model_dump()},
+        runtime=session_runtime(pairs[0], jobs),
+    )
+    if folder.runtime_changes:
+        click.echo(
+            f"blendin: this run continues on another runtime than its last session ({'; '.join(folder.runtime_changes[:3])}):"
+            f" greedy texts can part from earlier ones at near-ties (docs/design.md); {out / SESSIONS_FILE} lists them",
+            err=True,
+        )
     try:
         ran = run_samples(pairs, items, method_list, common, folder, judge, progress=not no_progress, loglik=loglik)
     except KeyboardInterrupt:
@@ -173,11 +214,11 @@ def eval_report(ctx, run_dirs, out, against):
     """Tables and plots from run folders: blendin eval report runs/gsm8k runs/ifeval --out report."""
     from blendin_local.eval.report import load_rows, markdown_table, write_report
 
-    rows, records = load_rows(list(run_dirs))
+    rows, records, sessions = load_rows(list(run_dirs))
     names = sorted({r.method for r in rows})
     if against not in names and ctx.get_parameter_source("against") is not ParameterSource.DEFAULT:
         raise BlendinError(f"--against {preview(against)}: no such row in these runs (rows: {', '.join(names)})")
-    path = write_report(rows, records, out, against)
+    path = write_report(rows, records, sessions, out, against)
     for dataset in dict.fromkeys(r.dataset for r in rows):
         click.echo(f"\n{dataset}\n{markdown_table([r for r in rows if r.dataset == dataset])}")
     click.echo(f"\nwritten: {path}, {out / 'summary.csv'}, figures in {out}", err=True)
