@@ -4,8 +4,9 @@
     out/<method>.jsonl     one line per sample, appended and flushed the moment it is scored
     out/sessions.json      what each invocation ran on (sessions.py); records name their session
 
-A folder holding a different configuration is refused, never mixed. Resuming reads the lines
-already there and skips those samples. Each record goes to disk with its newline in one write,
+A folder holding a different configuration is refused, never mixed, and so is one that another
+process is running (its lock file, .blendin-eval.lock, is freed by the kernel when that process
+ends, however it ends). Resuming reads the lines already there and skips those samples. Each record goes to disk with its newline in one write,
 and a failed write is undone, so only a crash (kill -9, power loss) can leave a torn line, and
 only the last one: reading drops it (or keeps it when just its newline is missing), and resuming
 first cuts it from the file, so that the next record starts on a line of its own.
@@ -20,10 +21,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from threading import Lock
 
+from filelock import FileLock, Timeout
+
 from blendin_local.errors import BlendinError
 from blendin_local.eval.sessions import start_session
 
 CONFIG_FILE = "config.json"
+# Two processes running one folder would both run the samples it lacks and append each twice.
+LOCK_FILE = ".blendin-eval.lock"
 
 
 def _differences(old: dict, new: dict, assumed: Mapping, prefix: str = "") -> list[str]:
@@ -46,21 +51,37 @@ class RunFolder:
     earlier: list[dict] = field(default_factory=list)  # the records found on disk when opened
     session: int | None = None  # this invocation's index in sessions.json, which each record carries
     runtime_changes: list[str] = field(default_factory=list)  # from the last session's runtime
+    held: FileLock | None = None  # the folder's lock, while this process runs it
     _lock: Lock = field(default_factory=Lock)
 
     @classmethod
     def open(
         cls, path: Path, config: dict, resume: bool, assumed: Mapping | None = None, runtime: dict | None = None
     ) -> RunFolder:
-        """The folder for `config`: new, or (with resume) the same configuration continued.
+        """The folder for `config`: new, or (with resume) the same configuration continued, held
+        for this process until `close()` or its exit (a kill -9 included: the lock is the kernel's).
 
         `assumed` holds, in config's shape, the value a key absent from a stored configuration
         stands for: a setting added since that run was written ran as its default, so a run
         started before an upgrade resumes after it. `runtime`, if given, starts a session.
         """
+        if not (path / CONFIG_FILE).exists() and path.exists() and any(f.name != LOCK_FILE for f in path.iterdir()):
+            raise BlendinError(f"{path} is not empty and holds no run configuration: use another --out folder")
+        path.mkdir(parents=True, exist_ok=True)
+        held = _hold(path)
+        try:
+            folder = cls._open_held(path, config, resume, assumed or {}, runtime)
+        except BaseException:
+            held.release()
+            raise
+        folder.held = held
+        return folder
+
+    @classmethod
+    def _open_held(cls, path: Path, config: dict, resume: bool, assumed: Mapping, runtime: dict | None) -> RunFolder:
         config_file = path / CONFIG_FILE
         if config_file.exists():
-            diff = _differences(_read_config(config_file), config, assumed or {})
+            diff = _differences(_read_config(config_file), config, assumed)
             if diff:
                 raise BlendinError(
                     f"{path} holds a run with a different configuration ({'; '.join(diff[:3])}): "
@@ -68,9 +89,6 @@ class RunFolder:
                 )
             if not resume:
                 raise BlendinError(f"{path} already holds this run: pass --resume to continue it, or use another --out")
-        elif path.exists() and any(path.iterdir()):
-            raise BlendinError(f"{path} is not empty and holds no run configuration: use another --out folder")
-        path.mkdir(parents=True, exist_ok=True)
         config_file.write_text(json.dumps(config, indent=2, sort_keys=True))
         folder = cls(path, config)
         for method_file in path.glob("*.jsonl"):
@@ -80,6 +98,18 @@ class RunFolder:
         if runtime is not None:
             folder.session, folder.runtime_changes = start_session(path, runtime)
         return folder
+
+    def close(self) -> None:
+        """Let another process continue the run."""
+        if self.held is not None:
+            self.held.release()
+            self.held = None
+
+    def __enter__(self) -> RunFolder:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
 
     def is_done(self, method: str, sample_id: str) -> bool:
         return sample_id in self.done.get(method, ())
@@ -99,6 +129,19 @@ class RunFolder:
             finally:
                 os.close(fd)
             self.done.setdefault(method, set()).add(record["id"])
+
+
+def _hold(path: Path) -> FileLock:
+    lock = FileLock(str(path / LOCK_FILE))
+    try:
+        lock.acquire(timeout=0)
+    except Timeout:
+        raise BlendinError(
+            f"{path} is being run by another blendin eval: wait for it to end, or use another --out"
+        ) from None
+    except OSError as e:
+        raise BlendinError(f"{path}: cannot lock it for this run: {e.strerror or e}") from None
+    return lock
 
 
 def _record_line(record: dict) -> bytes:

@@ -17,7 +17,7 @@ from blendin_local.backends.registry import resolve_model
 from blendin_local.errors import BlendinError
 from blendin_local.eval.datasets import load_dataset, sample_items
 from blendin_local.eval.diagnose import BORDERLINE, NOT_WORTH_IT, WORTH_IT, judge_pair, suggest_gamma
-from blendin_local.eval.runs import RunFolder, read_records
+from blendin_local.eval.runs import LOCK_FILE, RunFolder, read_records
 
 DATA = Path(os.environ.get("BLENDIN_DATA_DIR") or Path(__file__).resolve().parents[3] / "shared" / "data")
 pytestmark = pytest.mark.skipif(not (DATA / "gsm8k" / "test.jsonl").exists(), reason="no benchmark data folder")
@@ -82,14 +82,57 @@ def test_a_setting_added_since_a_run_was_written_resumes_at_its_default(tmp_path
 
 
 def test_a_line_cut_by_a_crash_is_dropped_and_repaired(tmp_path):
-    folder = RunFolder.open(tmp_path, {"dataset": "x"}, resume=False)
-    folder.append("base", {"id": "a", "score": 1})
+    with RunFolder.open(tmp_path, {"dataset": "x"}, resume=False) as folder:
+        folder.append("base", {"id": "a", "score": 1})
     with (tmp_path / "base.jsonl").open("a") as f:
         f.write('{"id": "b", "sco')
     again = RunFolder.open(tmp_path, {"dataset": "x"}, resume=True)
     assert again.done["base"] == {"a"}
     again.append("base", {"id": "b", "score": 0})
     assert ids_in(tmp_path / "base.jsonl") == ["a", "b"]
+
+
+def test_a_folder_another_run_holds_is_refused_until_it_ends(tmp_path):
+    with RunFolder.open(tmp_path, {"dataset": "x"}, resume=False):
+        with pytest.raises(BlendinError, match="being run by another blendin eval") as refused:
+            RunFolder.open(tmp_path, {"dataset": "x"}, resume=True)
+        assert "\n" not in str(refused.value)
+    with RunFolder.open(tmp_path, {"dataset": "x"}, resume=True) as again:
+        again.append("base", {"id": "a"})
+    # a refused open leaves nothing held either
+    with pytest.raises(BlendinError, match="different configuration"):
+        RunFolder.open(tmp_path, {"dataset": "y"}, resume=True)
+    RunFolder.open(tmp_path, {"dataset": "x"}, resume=True).close()
+
+
+def test_a_killed_run_frees_its_folder(tmp_path):
+    # the lock is the kernel's: kill -9 of the process running the folder lets the next one in
+    holder = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            "import sys, time; from pathlib import Path; from blendin_local.eval.runs import RunFolder;"
+            " folder = RunFolder.open(Path(sys.argv[1]), {'dataset': 'x'}, resume=False); print('held', flush=True);"
+            " time.sleep(600)",
+            str(tmp_path),
+        ],
+        stdout=subprocess.PIPE,
+    )
+    try:
+        assert holder.stdout.readline() == b"held\n"
+        with pytest.raises(BlendinError, match="being run by another"):
+            RunFolder.open(tmp_path, {"dataset": "x"}, resume=True)
+    finally:
+        holder.kill()
+        holder.wait(timeout=30)
+    RunFolder.open(tmp_path, {"dataset": "x"}, resume=True).close()
+
+
+def test_a_folder_holding_only_a_lock_file_starts_a_run(tmp_path):
+    # a process killed after locking a new folder and before writing its configuration
+    (tmp_path / LOCK_FILE).write_bytes(b"")
+    RunFolder.open(tmp_path, {"dataset": "x"}, resume=False).close()
+    assert (tmp_path / "config.json").exists()
 
 
 # -- the command ----------------------------------------------------------------------------------

@@ -49,10 +49,10 @@ def record(i: int) -> dict:
 
 def resume_and_finish(path) -> RunFolder:
     """What `eval --resume` does with the folder: the samples not on disk are run and appended."""
-    folder = RunFolder.open(path, CONFIG, resume=True)
-    for i in range(N_SAMPLES):
-        if not folder.is_done("base", f"sample-{i}"):
-            folder.append("base", record(i))
+    with RunFolder.open(path, CONFIG, resume=True) as folder:
+        for i in range(N_SAMPLES):
+            if not folder.is_done("base", f"sample-{i}"):
+                folder.append("base", record(i))
     return folder
 
 
@@ -60,9 +60,9 @@ def resume_and_finish(path) -> RunFolder:
 @given(written=st.integers(1, N_SAMPLES), cut=st.integers(0, 10_000))
 def test_a_record_torn_anywhere_costs_that_record_alone(tmp_path_factory, written, cut):
     path = tmp_path_factory.mktemp("run")
-    folder = RunFolder.open(path, CONFIG, resume=False)
-    for i in range(written):
-        folder.append("base", record(i))
+    with RunFolder.open(path, CONFIG, resume=False) as folder:
+        for i in range(written):
+            folder.append("base", record(i))
     method_file = path / "base.jsonl"
     raw = method_file.read_bytes()
     last_start = raw.rfind(b"\n", 0, len(raw) - 1) + 1
@@ -71,7 +71,8 @@ def test_a_record_torn_anywhere_costs_that_record_alone(tmp_path_factory, writte
 
     whole_last = cut >= len(raw) - 1  # only the newline (or nothing) was lost: the record is whole
     kept = {f"sample-{i}" for i in range(written - 1)} | ({f"sample-{written - 1}"} if whole_last else set())
-    assert RunFolder.open(path, CONFIG, resume=True).done.get("base", set()) == kept
+    with RunFolder.open(path, CONFIG, resume=True) as reopened:
+        assert reopened.done.get("base", set()) == kept
 
     resume_and_finish(path)
     data = method_file.read_bytes()
@@ -85,9 +86,9 @@ def test_a_record_torn_anywhere_costs_that_record_alone(tmp_path_factory, writte
 @pytest.mark.filterwarnings("ignore:No artists with labels")  # a figure of one method has no legend
 def test_the_issues_reproducer_and_eval_report(tmp_path, capsys):
     run = tmp_path / "run"
-    folder = RunFolder.open(run, CONFIG, resume=False)
-    for i in range(4):
-        folder.append("base", record(i))
+    with RunFolder.open(run, CONFIG, resume=False) as folder:
+        for i in range(4):
+            folder.append("base", record(i))
     method_file = run / "base.jsonl"
     method_file.write_bytes(method_file.read_bytes()[:-1])  # a crash between the record and its newline
     resume_and_finish(run)
@@ -127,8 +128,8 @@ def test_a_failed_write_leaves_no_torn_line(tmp_path, monkeypatch):
     ],
 )
 def test_a_bad_line_before_the_last_is_an_error_naming_it(tmp_path, bad_line, needle):
-    folder = RunFolder.open(tmp_path, CONFIG, resume=False)
-    folder.append("base", record(0))
+    with RunFolder.open(tmp_path, CONFIG, resume=False) as folder:
+        folder.append("base", record(0))
     with (tmp_path / "base.jsonl").open("ab") as f:
         f.write(bad_line + b"\n" + json.dumps(record(1)).encode() + b"\n")
     with pytest.raises(BlendinError, match=needle):

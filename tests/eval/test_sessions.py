@@ -127,14 +127,14 @@ def test_any_sessions_and_records_give_a_line_or_nothing(sessions, values):
 
 def test_records_carry_the_session_that_wrote_them(tmp_path):
     config = {"dataset": "x"}
-    first = RunFolder.open(tmp_path, config, resume=False, runtime=ONE)
-    first.append("base", {"id": "a"})
-    again = RunFolder.open(tmp_path, config, resume=True, runtime=ONE)
-    assert again.runtime_changes == []
-    again.append("base", {"id": "b"})
-    moved = RunFolder.open(tmp_path, config, resume=True, runtime=TWO)
-    assert moved.runtime_changes == ["base.threads 2 there, 1 now", "jobs 1 there, 2 now"]
-    moved.append("base", {"id": "c"})
+    with RunFolder.open(tmp_path, config, resume=False, runtime=ONE) as first:
+        first.append("base", {"id": "a"})
+    with RunFolder.open(tmp_path, config, resume=True, runtime=ONE) as again:
+        assert again.runtime_changes == []
+        again.append("base", {"id": "b"})
+    with RunFolder.open(tmp_path, config, resume=True, runtime=TWO) as moved:
+        assert moved.runtime_changes == ["base.threads 2 there, 1 now", "jobs 1 there, 2 now"]
+        moved.append("base", {"id": "c"})
     assert [(r["id"], r["session"]) for r in read_records(tmp_path / "base.jsonl")] == [("a", 0), ("b", 1), ("c", 2)]
     assert len(read_sessions(tmp_path)) == 3
     untracked = RunFolder.open(tmp_path / "other", config, resume=False)  # no runtime: no session (diagnose)
@@ -144,7 +144,8 @@ def test_records_carry_the_session_that_wrote_them(tmp_path):
 
 
 def test_a_broken_session_file_refuses_the_resume_before_anything_is_written(tmp_path):
-    RunFolder.open(tmp_path, {"dataset": "x"}, resume=False, runtime=ONE).append("base", {"id": "a"})
+    with RunFolder.open(tmp_path, {"dataset": "x"}, resume=False, runtime=ONE) as folder:
+        folder.append("base", {"id": "a"})
     (tmp_path / SESSIONS_FILE).write_text("not json")
     with pytest.raises(BlendinError, match="not a readable session list"):
         RunFolder.open(tmp_path, {"dataset": "x"}, resume=True, runtime=ONE)
@@ -157,8 +158,8 @@ def test_the_report_says_when_a_run_spans_runtimes(tmp_path):
     config = {"dataset": "gsm8k"}
     fields = {"score": 1.0, "output": "x", "stop_reason": "eos", "n_tokens": 3, "intervention_rate": 0.0}
     for runtime, item in ((ONE, "a"), (TWO, "b")):
-        folder = RunFolder.open(run, config, resume=runtime is TWO, runtime=runtime)
-        for method in ("base", "guide"):
-            folder.append(method, {"id": item, "method": method, "tokens_per_s": 1.0, **fields})
+        with RunFolder.open(run, config, resume=runtime is TWO, runtime=runtime) as folder:
+            for method in ("base", "guide"):
+                folder.append(method, {"id": item, "method": method, "tokens_per_s": 1.0, **fields})
     text = write_report(*load_rows([run]), tmp_path / "report").read_text()
     assert "Runtimes:" in text and "2 in session 1" in text and "differ in base.threads, jobs" in text

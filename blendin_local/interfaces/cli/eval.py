@@ -190,6 +190,8 @@ def eval_group(
         saved = sum(len(ids) for ids in folder.done.values())
         click.echo(f"\nblendin: interrupted; {saved} samples are saved in {out}: continue with --resume", err=True)
         sys.exit(130)
+    finally:
+        folder.close()
     click.echo(f"{ran} samples run, {len(items) * len(method_list)} in {out}", err=True)
 
 
