@@ -6,10 +6,11 @@
 
 A folder holding a different configuration is refused, never mixed, and so is one that another
 process is running (its lock file, .blendin-eval.lock, is freed by the kernel when that process
-ends, however it ends). Resuming reads the lines already there and skips those samples. Each record goes to disk with its newline in one write,
-and a failed write is undone, so only a crash (kill -9, power loss) can leave a torn line, and
-only the last one: reading drops it (or keeps it when just its newline is missing), and resuming
-first cuts it from the file, so that the next record starts on a line of its own.
+ends, however it ends). Resuming reads the lines already there and skips those samples. Each
+record goes to disk with its newline in one write, and a failed write is undone, so only a
+crash (kill -9, power loss) can leave a torn line, and only the last one: reading drops it (or
+keeps it when just its newline is missing), and resuming first cuts it from the file, so that
+the next record starts on a line of its own.
 """
 
 from __future__ import annotations

@@ -72,8 +72,12 @@ def session_runtime(pair, jobs: int) -> dict:
     import llama_cpp
     import llama_cpp.llama_cpp as llama
 
+    try:
+        version: str | None = importlib.metadata.version("blendin-local")
+    except importlib.metadata.PackageNotFoundError:  # run from a source tree without installing it
+        version = None
     runtime = {
-        "blendin_local": importlib.metadata.version("blendin-local"),
+        "blendin_local": version,
         "llama_cpp_python": llama_cpp.__version__,
         "llama_cpp_build": llama.llama_print_system_info().decode("utf-8", "replace").strip(),
         "cpu": cpu_model_name(),
