@@ -307,10 +307,25 @@ def write_report(
     """report.md, summary.csv and the figures of what load_rows read; each dataset's rows also item
     by item against the row `against` where it ran (paired.py), and a word where its records ran
     on more than one runtime (sessions.py)."""
-    out.mkdir(parents=True, exist_ok=True)
-    write_csv(rows, out / "summary.csv")
-    plot_intervention_vs_score(rows, records, out / "intervention_vs_score.png")
-    has_alphas = plot_alpha_histograms(records, out / "alpha_histograms.png")
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        write_csv(rows, out / "summary.csv")
+        plot_intervention_vs_score(rows, records, out / "intervention_vs_score.png")
+        has_alphas = plot_alpha_histograms(records, out / "alpha_histograms.png")
+        report = out / "report.md"
+        report.write_text(_report_text(rows, records, sessions, against, has_alphas))
+    except OSError as e:  # a file where the folder should be, no permission, a full disk
+        raise BlendinError(f"{out}: cannot write the report there: {e.strerror or e}") from None
+    return report
+
+
+def _report_text(
+    rows: list[Row],
+    records: dict[str, dict[str, list[dict]]],
+    sessions: dict[str, list[dict]],
+    against: str,
+    has_alphas: bool,
+) -> str:
     parts = ["# Results\n"]
     for dataset in dict.fromkeys(r.dataset for r in rows):
         dataset_rows = [r for r in rows if r.dataset == dataset]
@@ -323,6 +338,4 @@ def write_report(
     parts.append("![intervention rate against score](intervention_vs_score.png)\n")
     if has_alphas:
         parts.append("![auto alpha at interventions](alpha_histograms.png)\n")
-    report = out / "report.md"
-    report.write_text("\n".join(parts))
-    return report
+    return "\n".join(parts)

@@ -66,9 +66,14 @@ class RunFolder:
         stands for: a setting added since that run was written ran as its default, so a run
         started before an upgrade resumes after it. `runtime`, if given, starts a session.
         """
+        if path.exists() and not path.is_dir():
+            raise BlendinError(f"{path} is a file, not a folder: use another --out folder")
         if not (path / CONFIG_FILE).exists() and path.exists() and any(f.name != LOCK_FILE for f in path.iterdir()):
             raise BlendinError(f"{path} is not empty and holds no run configuration: use another --out folder")
-        path.mkdir(parents=True, exist_ok=True)
+        try:
+            path.mkdir(parents=True, exist_ok=True)
+        except OSError as e:  # a file on the way, no permission, a full disk
+            raise BlendinError(f"{path}: cannot create the folder: {e.strerror or e}") from None
         held = _hold(path)
         try:
             folder = cls._open_held(path, config, resume, assumed or {}, runtime)
@@ -90,7 +95,10 @@ class RunFolder:
                 )
             if not resume:
                 raise BlendinError(f"{path} already holds this run: pass --resume to continue it, or use another --out")
-        config_file.write_text(json.dumps(config, indent=2, sort_keys=True))
+        try:
+            config_file.write_text(json.dumps(config, indent=2, sort_keys=True))
+        except OSError as e:
+            raise BlendinError(f"{config_file}: cannot write it: {e.strerror or e}") from None
         folder = cls(path, config)
         for method_file in path.glob("*.jsonl"):
             records = read_records(method_file, repair=True)

@@ -128,6 +128,15 @@ def test_a_killed_run_frees_its_folder(tmp_path):
     RunFolder.open(tmp_path, {"dataset": "x"}, resume=True).close()
 
 
+def test_an_out_that_cannot_be_a_folder_is_one_error(tmp_path):
+    (tmp_path / "file").write_text("mine")
+    with pytest.raises(BlendinError, match="is a file, not a folder"):
+        RunFolder.open(tmp_path / "file", {"dataset": "x"}, resume=False)
+    with pytest.raises(BlendinError, match="cannot create the folder"):
+        RunFolder.open(tmp_path / "file" / "run", {"dataset": "x"}, resume=False)
+    assert (tmp_path / "file").read_text() == "mine"
+
+
 def test_a_folder_holding_only_a_lock_file_starts_a_run(tmp_path):
     # a process killed after locking a new folder and before writing its configuration
     (tmp_path / LOCK_FILE).write_bytes(b"")

@@ -151,3 +151,18 @@ def test_a_lone_surrogate_in_a_record_is_written_and_read_back(tmp_path):
     folder = RunFolder.open(tmp_path, CONFIG, resume=False)
     folder.append("base", {**record(0), "judge": {"reason": "odd \ud800 text", "score": 1}})  # from a judge's JSON
     assert read_records(tmp_path / "base.jsonl")[0]["judge"]["reason"] == "odd \ud800 text"
+
+
+@pytest.mark.filterwarnings("ignore:No artists with labels")
+@pytest.mark.parametrize("where", ["file", "file/report"])
+def test_a_report_folder_that_cannot_be_one_is_one_error(tmp_path, capsys, where):
+    run = tmp_path / "run"
+    with RunFolder.open(run, CONFIG, resume=False) as folder:
+        folder.append("base", record(0))
+    (tmp_path / "file").write_text("mine")
+    with pytest.raises(SystemExit) as ended:
+        main(["eval", "report", str(run), "--out", str(tmp_path / where)])
+    assert ended.value.code == 1
+    said = capsys.readouterr().err
+    assert "cannot write the report there" in said and said.count("\n") == 1 and "Traceback" not in said
+    assert (tmp_path / "file").read_text() == "mine"
