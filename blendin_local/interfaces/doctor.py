@@ -69,7 +69,18 @@ def cpu_info() -> dict[str, Any]:
         "cores_available": len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count(),
         "default_threads": default_threads(),
         "amx": sorted(set(re.findall(r"\bamx_\w+", cpu_kernels.cpu_fingerprint()))),
+        "load_average_1m": os.getloadavg()[0] if hasattr(os, "getloadavg") else None,  # not on Windows
     }
+
+
+def load_line(load: float | None, cores: int) -> str:
+    """The CPU load as doctor shows it, and what it means for llama.cpp's spinning threads."""
+    if load is None:
+        return "not known on this system"
+    line = f"1-minute load average {load:.2f} on {cores} available cores"
+    if load > cores:
+        line += ": other work keeps the cores busy, and llama.cpp slows several times over beside it (README, Troubleshooting)"
+    return line
 
 
 def model_files() -> list[dict[str, Any]]:
@@ -178,6 +189,7 @@ def render(report: dict[str, Any]) -> str:
         f"CPU               {cpu['model']} ({cpu['machine']}), {cpu['cores_available']} of {cpu['cores']} cores"
         f" available, default threads {cpu['default_threads']}"
         + (f", AMX: {' '.join(cpu['amx'])}" if cpu["amx"] else ""),
+        f"CPU load          {load_line(cpu['load_average_1m'], cpu['cores_available'] or 1)}",
         f"CPU kernels       setting {probe['setting']}; AMX/repacked weights {kernels}",
         f"models folder     {report['models_dir']}",
     ]

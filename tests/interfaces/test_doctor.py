@@ -7,6 +7,8 @@ import sys
 
 import llama_cpp
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from blendin_local.backends.llama import default_threads
 
@@ -58,3 +60,26 @@ def test_doctor_without_models_or_probe_still_answers(tmp_path):
     assert report["models_dir"] == str(tmp_path)
     text = doctor("--no-probe", env={"BLENDIN_MODELS_DIR": str(tmp_path)}).stdout
     assert "not probed yet" in text
+
+
+def test_the_load_line_warns_only_when_the_cores_are_oversubscribed():
+    from blendin_local.interfaces.doctor import load_line
+
+    assert load_line(1.99, 2) == "1-minute load average 1.99 on 2 available cores"
+    busy = load_line(3.5, 2)
+    assert busy.startswith("1-minute load average 3.50 on 2 available cores: other work") and "Troubleshooting" in busy
+    assert load_line(None, 2) == "not known on this system"
+
+
+@given(load=st.floats(0, 1e6, allow_nan=False), cores=st.integers(1, 4096))
+def test_any_load_is_one_line(load, cores):
+    from blendin_local.interfaces.doctor import load_line
+
+    line = load_line(load, cores)
+    assert "\n" not in line and ("other work" in line) == (load > cores)
+
+
+def test_doctor_reports_the_load_where_the_system_has_one(tmp_path):
+    report = json.loads(doctor("--json", "--no-probe", env={"BLENDIN_MODELS_DIR": str(tmp_path)}).stdout)
+    load = report["cpu"]["load_average_1m"]
+    assert (load is None) == (not hasattr(os, "getloadavg")) and (load is None or load >= 0)
