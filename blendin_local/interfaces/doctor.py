@@ -23,7 +23,7 @@ _REQUIREMENT_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")
 _EXTRA_MARKER = re.compile(r"""extra\s*==\s*["']([^"']+)["']""")
 
 
-def _version(distribution: str) -> str | None:
+def installed_version(distribution: str) -> str | None:
     try:
         return importlib.metadata.version(distribution)
     except importlib.metadata.PackageNotFoundError:
@@ -42,7 +42,7 @@ def extras() -> dict[str, dict[str, str | None]]:
         marker = _EXTRA_MARKER.search(requirement)
         name = _REQUIREMENT_NAME.match(requirement)
         if marker and name:
-            found.setdefault(marker.group(1), {})[name.group(0)] = _version(name.group(0))
+            found.setdefault(marker.group(1), {})[name.group(0)] = installed_version(name.group(0))
     return found
 
 
@@ -150,7 +150,7 @@ def probe_info(run_probe: bool) -> dict[str, Any]:
 
 def collect(run_probe: bool = True) -> dict[str, Any]:
     return {
-        "blendin_local": _version("blendin-local"),
+        "blendin_local": installed_version("blendin-local"),
         "python": {"version": platform.python_version(), "executable": sys.executable},
         "platform": platform.platform(),
         "llama_cpp": llama_cpp_info(),

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import importlib.metadata
 import sys
 from pathlib import Path
 
@@ -22,6 +21,7 @@ from blendin_local.eval.runs import RunFolder
 from blendin_local.eval.sessions import SESSIONS_FILE
 from blendin_local.eval.variants import method_of
 from blendin_local.interfaces.cli.options import UTF8_TEXT, generation_options, model_options
+from blendin_local.interfaces.doctor import installed_version, llama_cpp_info
 
 
 def parse_methods(text: str, with_anti: bool) -> list[str]:
@@ -68,18 +68,13 @@ def model_runtime(model) -> dict:
 
 
 def session_runtime(pair, jobs: int) -> dict:
-    """What this invocation runs on: the library, its llama.cpp build, the CPU, and per model."""
-    import llama_cpp
-    import llama_cpp.llama_cpp as llama
-
-    try:
-        version: str | None = importlib.metadata.version("blendin-local")
-    except importlib.metadata.PackageNotFoundError:  # run from a source tree without installing it
-        version = None
+    """What this invocation runs on: the library, its llama.cpp build, the CPU, and per model
+    (the versions and build as `blendin doctor` reads them)."""
+    llama = llama_cpp_info()
     runtime = {
-        "blendin_local": version,
-        "llama_cpp_python": llama_cpp.__version__,
-        "llama_cpp_build": llama.llama_print_system_info().decode("utf-8", "replace").strip(),
+        "blendin_local": installed_version("blendin-local"),  # None from an uninstalled source tree
+        "llama_cpp_python": llama["llama_cpp_python"],
+        "llama_cpp_build": llama["system_info"],
         "cpu": cpu_model_name(),
         "jobs": jobs,
         "base": model_runtime(pair.base),
