@@ -9,12 +9,14 @@
 # words); XSTest and JustEval: 100 items each at 256 and 512.
 # Items go one at a time through every row, so an interrupted run has every row at the same
 # depth. Resumable: run it again and it continues where it stopped (kill -9 loses at most the
-# samples in flight).
+# samples in flight). The run folders live in the repository (docs/results/ablation/<dataset>)
+# and are committed as they grow: the run spans sessions and machines, and a folder outside the
+# checkout was lost with its machine once (81 IFEval items).
 # Usage: scripts/run_ablation.sh [OUT_DIR] [extra blendin eval options, e.g. -t 2 --jobs 2: on 2
 # cores, two single-threaded pairs, the fastest split measured (docs/results.md, "--jobs")]
 set -euo pipefail
 DATA_DIR=${BLENDIN_DATA_DIR:-../shared/data}
-OUT=${1:-runs/ablation}
+OUT=${1:-docs/results/ablation}
 shift || true
 ROWS=base,guide,nudging,blendin-loop+endprobe,blendin+loop+endprobe,blendin+loop+endprobe+fewshot
 for spec in ifeval:300:1024 xstest:100:256 justeval:100:512; do
@@ -25,4 +27,4 @@ for spec in ifeval:300:1024 xstest:100:256 justeval:100:512; do
         --data-dir "$DATA_DIR" --out "$OUT/$dataset" $resume "$@"
 done
 python scripts/ending_sweep.py "$OUT"/ifeval "$OUT"/xstest "$OUT"/justeval --data-dir "$DATA_DIR"
-blendin eval report "$OUT"/ifeval "$OUT"/xstest "$OUT"/justeval --out docs/results/ablation
+blendin eval report "$OUT"/ifeval "$OUT"/xstest "$OUT"/justeval --out "$OUT"
