@@ -32,6 +32,7 @@ from typing import Literal
 
 from blendin_local.backends.registry import models_dir
 from blendin_local.errors import BlendinError
+from blendin_local.file_replace import replace_file
 
 RepackSetting = Literal["auto", "on", "off"]
 REPACK_SETTINGS: tuple[RepackSetting, ...] = ("auto", "on", "off")
@@ -126,10 +127,7 @@ def write_cached(cache_dir: Path, key: str, verdict: ProbeVerdict) -> None:
         entries = {}
     entries[key] = asdict(verdict)
     try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        partial = path.with_name(f"{path.name}.{os.getpid()}.partial")
-        partial.write_text(json.dumps(entries, indent=1))
-        partial.replace(path)  # atomic: a concurrent reader sees the old or the new file, never half
+        replace_file(path, json.dumps(entries, indent=1))
     except OSError:
         pass  # a read-only cache only costs a probe in the next process
 

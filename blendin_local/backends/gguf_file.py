@@ -41,6 +41,7 @@ from pathlib import Path
 
 from blendin_local.backends.registry import models_dir
 from blendin_local.errors import BlendinError
+from blendin_local.file_replace import replace_file
 
 MAGIC = b"GGUF"
 SUPPORTED_VERSIONS = (2, 3)  # llama.cpp refuses version 1 and any later than 3
@@ -313,10 +314,7 @@ def _write_checked(checked: dict) -> None:
     kept = {key: entry for key, entry in checked.items() if os.path.isfile(key)}
     path = _checked_file()
     try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        partial = path.with_name(f"{path.name}.{os.getpid()}.partial")
-        partial.write_text(json.dumps(kept, indent=1))
-        partial.replace(path)  # a concurrent reader sees the old file or the new one, never half
+        replace_file(path, json.dumps(kept, indent=1))
     except OSError:
         pass  # a read-only models folder only costs the walk next time
 

@@ -19,7 +19,6 @@ import json
 import os
 import re
 import stat
-import tempfile
 from collections.abc import Mapping, MutableMapping
 from dataclasses import dataclass, field
 from importlib.resources import files
@@ -30,6 +29,7 @@ from typing import Any
 from blendin_local.backends import model_sources
 from blendin_local.engine.settings import ALPHA_AUTO, GenerationSettings, value_type
 from blendin_local.errors import BlendinError, install_hint
+from blendin_local.file_replace import replace_file
 from blendin_local.user_paths import user_path
 
 
@@ -227,8 +227,7 @@ def verify_sha256(path: Path, expected: str, force: bool = False) -> None:
         raise BlendinError(f"{path}: sha256 is {actual}, expected {expected}; the file is damaged, reinstall it")
     stamps[key] = stamp
     try:
-        _stamp_file().parent.mkdir(parents=True, exist_ok=True)
-        _stamp_file().write_text(json.dumps(stamps, indent=1))
+        replace_file(_stamp_file(), json.dumps(stamps, indent=1))
     except OSError:
         pass  # a read-only cache only costs a re-check next time
 
@@ -536,21 +535,9 @@ def _write_registry_file(path: Path, data: Mapping[str, Any]) -> None:
     text = registry_file_text(_registry_text(path), data)
     if len(text.encode("utf-8")) > MAX_REGISTRY_BYTES:
         raise BlendinError(f"{path}: would grow beyond {MAX_REGISTRY_BYTES >> 20} MiB; remove some entries first")
-    target = path.resolve()
-    temp = None
     try:
-        target.parent.mkdir(parents=True, exist_ok=True)
-        fd, temp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp")
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(text)
-            f.flush()
-            os.fsync(f.fileno())
-        if target.exists():
-            os.chmod(temp, stat.S_IMODE(target.stat().st_mode))
-        os.replace(temp, target)
+        replace_file(path, text)
     except OSError as e:
-        if temp is not None:
-            Path(temp).unlink(missing_ok=True)
         raise BlendinError(f"{path}: cannot write it: {e.strerror or e}") from None
 
 

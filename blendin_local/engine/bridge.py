@@ -13,6 +13,8 @@ from __future__ import annotations
 
 import bisect
 import hashlib
+import io
+import zipfile
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,6 +23,7 @@ from typing import TYPE_CHECKING, cast
 import numpy as np
 
 from blendin_local.engine.distributions import SparseDistribution
+from blendin_local.file_replace import replace_file
 
 if TYPE_CHECKING:
     from blendin_local.engine.distributions import FloatArray
@@ -247,19 +250,21 @@ def _load_cached(cache_dir: Path, base: Vocabulary, guide: Vocabulary) -> tuple[
     try:
         with np.load(path) as data:
             g2b, exact = data["g2b"], data["exact"]
-    except (OSError, KeyError, ValueError):
+    except (OSError, KeyError, ValueError, EOFError, zipfile.BadZipFile):
+        return None  # missing, truncated or foreign: rebuilt
+    wanted = (len(guide.pieces),)
+    if g2b.shape != wanted or exact.shape != wanted or g2b.dtype != np.int64 or exact.dtype != np.bool_:
         return None
-    if len(g2b) != len(guide.pieces) or (g2b >= len(base.pieces)).any():
+    if ((g2b < UNMAPPED) | (g2b >= len(base.pieces))).any():
         return None
     return g2b, exact
 
 
 def _save_cached(cache_dir: Path, base: Vocabulary, guide: Vocabulary, g2b: np.ndarray, exact: np.ndarray) -> None:
     path = _cache_path(cache_dir, base, guide)
+    archive = io.BytesIO()
+    np.savez(archive, g2b=g2b, exact=exact)
     try:
-        cache_dir.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(path.name + ".tmp.npz")
-        np.savez(tmp, g2b=g2b, exact=exact)
-        tmp.replace(path)
+        replace_file(path, archive.getvalue())
     except OSError:
         pass  # an unwritable cache only costs a rebuild next time

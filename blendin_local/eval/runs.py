@@ -26,6 +26,7 @@ from filelock import FileLock, Timeout
 
 from blendin_local.errors import BlendinError
 from blendin_local.eval.sessions import start_session
+from blendin_local.file_replace import replace_file
 
 CONFIG_FILE = "config.json"
 # Two processes running one folder would both run the samples it lacks and append each twice.
@@ -96,7 +97,7 @@ class RunFolder:
             if not resume:
                 raise BlendinError(f"{path} already holds this run: pass --resume to continue it, or use another --out")
         try:
-            config_file.write_text(json.dumps(config, indent=2, sort_keys=True))
+            replace_file(config_file, json.dumps(config, indent=2, sort_keys=True))
         except OSError as e:
             raise BlendinError(f"{config_file}: cannot write it: {e.strerror or e}") from None
         folder = cls(path, config)

@@ -14,13 +14,13 @@ one line, and `blendin eval report` says when a run's records come from more tha
 from __future__ import annotations
 
 import json
-import os
 from collections import Counter
 from collections.abc import Iterable, Mapping
 from datetime import datetime, timezone
 from pathlib import Path
 
 from blendin_local.errors import BlendinError
+from blendin_local.file_replace import replace_file
 
 SESSIONS_FILE = "sessions.json"
 MAX_SESSIONS_BYTES = 4 << 20  # thousands of sessions; a larger file is not one blendin wrote
@@ -47,16 +47,22 @@ def read_sessions(folder: Path) -> list[dict]:
     return sessions
 
 
-def runtime_changes(before: Mapping, now: Mapping, prefix: str = "") -> list[str]:
-    """What differs between two runtimes, one phrase per setting: 'base.threads 2 there, 1 now'."""
-    out = []
+def runtime_differences(before: Mapping, now: Mapping, prefix: str = "") -> list[tuple[str, object, object]]:
+    """(setting, value there, value now) for each setting two runtimes differ in; a nested
+    setting is named by its path, 'base.threads'."""
+    out: list[tuple[str, object, object]] = []
     for key in sorted(set(before) | set(now), key=str):
         a, b = before.get(key), now.get(key)
         if isinstance(a, Mapping) and isinstance(b, Mapping):
-            out += runtime_changes(a, b, f"{prefix}{key}.")
+            out += runtime_differences(a, b, f"{prefix}{key}.")
         elif a != b:
-            out.append(f"{prefix}{key} {_shown(a)} there, {_shown(b)} now")
+            out.append((f"{prefix}{key}", a, b))
     return out
+
+
+def runtime_changes(before: Mapping, now: Mapping) -> list[str]:
+    """What differs between two runtimes, one phrase per setting: 'base.threads 2 there, 1 now'."""
+    return [f"{key} {_shown(a)} there, {_shown(b)} now" for key, a, b in runtime_differences(before, now)]
 
 
 def _shown(value: object, limit: int = 60) -> str:
@@ -76,15 +82,9 @@ def start_session(folder: Path, runtime: dict, now: datetime | None = None) -> t
 
 def _replace(path: Path, text: str) -> None:
     """Write the whole file or leave the old one: a kill -9 between two sessions loses neither."""
-    partial = path.with_name(f".{path.name}.{os.getpid()}.partial")
     try:
-        with partial.open("w", encoding="utf-8") as f:
-            f.write(text)
-            f.flush()
-            os.fsync(f.fileno())
-        partial.replace(path)
+        replace_file(path, text)
     except OSError as e:
-        partial.unlink(missing_ok=True)
         raise BlendinError(f"{path}: cannot write it: {e.strerror or e}") from None
 
 
@@ -96,7 +96,7 @@ def sessions_line(sessions: list[dict], records: Iterable[dict]) -> str:
     known = sorted(counts)
     unknown = len(indexes) - counts.total()
     runtimes = [sessions[i]["runtime"] for i in known]
-    differing = sorted({c.split(" ", 1)[0] for r in runtimes[1:] for c in runtime_changes(runtimes[0], r)})
+    differing = sorted({key for r in runtimes[1:] for key, _, _ in runtime_differences(runtimes[0], r)})
     if not differing and not (unknown and known):
         return ""
     parts = [f"{unknown} from before sessions were kept"] if unknown else []

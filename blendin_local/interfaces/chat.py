@@ -31,6 +31,7 @@ from blendin_local.engine.prompts import Message, utf8_problem
 from blendin_local.engine.settings import ALPHA_AUTO, GAMMA_EVERY_TOKEN, MAX_DRAFT, GenerationSettings, check_anti
 from blendin_local.engine.speculation import SpeculationStats
 from blendin_local.errors import BlendinError
+from blendin_local.file_replace import replace_file
 from blendin_local.user_paths import user_path
 
 HELP = """commands:
@@ -239,7 +240,9 @@ class ChatSession:
     def _save(self, args: list[str]) -> None:
         path = user_path(self._one_arg(args, "/save FILE"))
         try:
-            path.write_text(json.dumps(self.transcript(), ensure_ascii=False, indent=2) + "\n", encoding="utf-8")
+            if not path.parent.is_dir():  # as a shell's redirection: a mistyped folder is not made
+                raise FileNotFoundError(2, "No such file or directory")
+            replace_file(path, json.dumps(self.transcript(), ensure_ascii=False, indent=2) + "\n")
         except OSError as e:
             raise BlendinError(f"cannot write {path}: {e.strerror or e}") from None
         except ValueError as e:  # a NUL in the path

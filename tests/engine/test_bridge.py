@@ -1,7 +1,12 @@
 """The vocabulary bridge on small hand-made vocabularies."""
 
+import io
+
 import numpy as np
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from hypothesis.extra import numpy as hnp
 
 from blendin_local.engine.bridge import UNMAPPED, Extensions, PrefixFinder, VocabBridge, Vocabulary, byte_index
 
@@ -101,6 +106,45 @@ def test_a_damaged_cache_file_is_rebuilt(tmp_path):
     path.write_bytes(b"garbage")
     rebuilt = VocabBridge.build(BASE, GUIDE, cache_dir=tmp_path)
     assert rebuilt.g2b[1] == 1
+
+
+def _archive(**arrays) -> bytes:
+    buffer = io.BytesIO()
+    np.savez(buffer, **arrays)
+    return buffer.getvalue()
+
+
+_ARRAYS = hnp.arrays(
+    dtype=st.sampled_from([np.int64, np.int32, np.float64, np.bool_]),
+    shape=hnp.array_shapes(min_dims=0, max_dims=2, max_side=12),
+)
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(
+    content=st.one_of(
+        st.binary(max_size=300),
+        st.integers(min_value=0, max_value=400).map(
+            lambda n: _archive(g2b=np.zeros(9, np.int64), exact=np.ones(9, bool))[:n]
+        ),
+        st.builds(lambda g, e: _archive(g2b=g, exact=e), _ARRAYS, _ARRAYS.filter(lambda e: e.dtype != np.bool_)),
+        st.builds(
+            lambda v: _archive(g2b=np.full(9, v, np.int64), exact=np.ones(9, bool)),
+            st.integers(-(2**62), 2**62).filter(lambda v: not UNMAPPED <= v < len(BASE.pieces)),
+        ),
+    )
+)
+def test_any_cache_file_content_gives_the_built_bridge(tmp_path, content):
+    """A damaged, truncated or foreign file where the cache should be (the disk filled, another
+    version wrote it) is never used, nor fatal: the bridge is built again, as without a cache.
+    (A well-formed map of the right size and range cannot be told from the real one.)"""
+    fresh = VocabBridge.build(BASE, GUIDE)
+    VocabBridge.build(BASE, GUIDE, cache_dir=tmp_path)
+    path = next(tmp_path.glob("bridge-*.npz"))
+    path.write_bytes(content)
+    loaded = VocabBridge.build(BASE, GUIDE, cache_dir=tmp_path)
+    assert (loaded.g2b == fresh.g2b).all() and (loaded.exact == fresh.exact).all()
+    assert loaded.g2b.dtype == np.int64 and loaded.exact.dtype == np.bool_
 
 
 def test_identical_vocabularies_bridge_to_the_identity():

@@ -17,6 +17,7 @@ from blendin_local.eval.sessions import (
     SESSIONS_FILE,
     read_sessions,
     runtime_changes,
+    runtime_differences,
     sessions_line,
     start_session,
 )
@@ -105,6 +106,15 @@ def test_several_runtimes_are_counted_and_what_differs_is_named():
     line = sessions_line(SESSIONS, records(0, 1, 2, 2))
     assert "1 in session 1 (started 2026-12-01T05:00:00Z); 1 in session 2" in line
     assert "2 in session 3" in line and "differ in base.threads, jobs" in line
+
+
+def test_a_setting_is_named_whole_whatever_its_name_holds():
+    odd = [{"runtime": {"cpu model": "a", "base": {"n threads": 1}}}, {"runtime": {"cpu model": "b", "base": {}}}]
+    assert runtime_differences(odd[0]["runtime"], odd[1]["runtime"]) == [
+        ("base.n threads", 1, None),
+        ("cpu model", "a", "b"),
+    ]
+    assert "differ in base.n threads, cpu model." in sessions_line(odd, records(0, 1))
 
 
 def test_records_from_before_sessions_are_said_to_be_unknown():
