@@ -17,7 +17,6 @@ never uses them.
 from __future__ import annotations
 
 import hashlib
-import json
 import os
 import platform
 import signal
@@ -32,7 +31,7 @@ from typing import Literal
 
 from blendin_local.backends.registry import models_dir
 from blendin_local.errors import BlendinError
-from blendin_local.file_replace import replace_file
+from blendin_local.json_cache import read_json_cache, write_json_cache
 
 RepackSetting = Literal["auto", "on", "off"]
 REPACK_SETTINGS: tuple[RepackSetting, ...] = ("auto", "on", "off")
@@ -57,6 +56,15 @@ class ProbeVerdict:
     detail: str
     seconds: float
     model: str
+
+
+_VERDICT_TYPES: dict[str, type | tuple[type, ...]] = {
+    "runs": bool,
+    "outcome": str,
+    "detail": str,
+    "seconds": (int, float),
+    "model": str,
+}
 
 
 def repack_setting(option: str | None) -> RepackSetting:
@@ -111,25 +119,20 @@ def _cache_file(cache_dir: Path) -> Path:
 
 
 def read_cached(cache_dir: Path, key: str) -> ProbeVerdict | None:
-    try:
-        entry = json.loads(_cache_file(cache_dir).read_text()).get(key)
-        return ProbeVerdict(**entry) if isinstance(entry, dict) else None
-    except (OSError, ValueError, TypeError):
-        return None  # a missing or damaged cache only costs another probe
+    entry = read_json_cache(_cache_file(cache_dir)).get(key)
+    # each field of its own type: a damaged entry's "runs": "no" must not pass for true and turn
+    # the kernels on; anything else only costs another probe
+    if not isinstance(entry, dict) or set(entry) != set(_VERDICT_TYPES):
+        return None
+    if not all(isinstance(entry[name], kind) for name, kind in _VERDICT_TYPES.items()):
+        return None
+    return ProbeVerdict(**entry)
 
 
 def write_cached(cache_dir: Path, key: str, verdict: ProbeVerdict) -> None:
-    path = _cache_file(cache_dir)
-    try:
-        entries = json.loads(path.read_text())
-        entries = entries if isinstance(entries, dict) else {}
-    except (OSError, ValueError):
-        entries = {}
+    entries = read_json_cache(_cache_file(cache_dir))
     entries[key] = asdict(verdict)
-    try:
-        replace_file(path, json.dumps(entries, indent=1))
-    except OSError:
-        pass  # a read-only cache only costs a probe in the next process
+    write_json_cache(_cache_file(cache_dir), entries)
 
 
 def probe_command(model: Path) -> list[str]:

@@ -28,7 +28,6 @@ checks: both run once per file.
 
 from __future__ import annotations
 
-import json
 import mmap
 import os
 import signal
@@ -41,7 +40,7 @@ from pathlib import Path
 
 from blendin_local.backends.registry import models_dir
 from blendin_local.errors import BlendinError
-from blendin_local.file_replace import replace_file
+from blendin_local.json_cache import read_json_cache, write_json_cache
 
 MAGIC = b"GGUF"
 SUPPORTED_VERSIONS = (2, 3)  # llama.cpp refuses version 1 and any later than 3
@@ -215,7 +214,7 @@ def check_gguf_file(path: Path) -> GgufHeader:
     stat = path.stat()
     key = str(path.resolve())
     stamp = {"size": stat.st_size, "mtime_ns": stat.st_mtime_ns, "revision": _CHECK_REVISION}
-    checked = _read_checked()
+    checked = read_json_cache(_checked_file())
     entry = checked.get(key)
     if isinstance(entry, dict) and entry.get("stamp") == stamp:
         try:
@@ -301,22 +300,9 @@ def _checked_file() -> Path:
     return models_dir() / "gguf_checked.json"
 
 
-def _read_checked() -> dict:
-    try:
-        checked = json.loads(_checked_file().read_text())
-    except (OSError, ValueError):
-        return {}
-    return checked if isinstance(checked, dict) else {}
-
-
 def _write_checked(checked: dict) -> None:
     """Save the verdicts of files that still exist (temporary files come and go)."""
-    kept = {key: entry for key, entry in checked.items() if os.path.isfile(key)}
-    path = _checked_file()
-    try:
-        replace_file(path, json.dumps(kept, indent=1))
-    except OSError:
-        pass  # a read-only models folder only costs the walk next time
+    write_json_cache(_checked_file(), {key: entry for key, entry in checked.items() if os.path.isfile(key)})
 
 
 def explain_load_failure(path: Path) -> str:

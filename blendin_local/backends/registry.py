@@ -15,7 +15,6 @@ from __future__ import annotations
 import hashlib
 import importlib
 import importlib.util
-import json
 import os
 import re
 import stat
@@ -30,6 +29,7 @@ from blendin_local.backends import model_sources
 from blendin_local.engine.settings import ALPHA_AUTO, GenerationSettings, value_type
 from blendin_local.errors import BlendinError, install_hint
 from blendin_local.file_replace import replace_file
+from blendin_local.json_cache import read_json_cache, write_json_cache
 from blendin_local.user_paths import user_path
 
 
@@ -208,28 +208,18 @@ def _stamp_file() -> Path:
     return models_dir() / "verified.json"
 
 
-def _read_stamps() -> dict:
-    try:
-        return json.loads(_stamp_file().read_text())
-    except (OSError, ValueError):
-        return {}
-
-
 def verify_sha256(path: Path, expected: str, force: bool = False) -> None:
     stat = path.stat()
     key = str(path.resolve())
     stamp = {"size": stat.st_size, "mtime_ns": stat.st_mtime_ns, "sha256": expected}
-    stamps = _read_stamps()
+    stamps = read_json_cache(_stamp_file())
     if not force and stamps.get(key) == stamp:
         return
     actual = file_sha256(path)
     if actual != expected:
         raise BlendinError(f"{path}: sha256 is {actual}, expected {expected}; the file is damaged, reinstall it")
     stamps[key] = stamp
-    try:
-        replace_file(_stamp_file(), json.dumps(stamps, indent=1))
-    except OSError:
-        pass  # a read-only cache only costs a re-check next time
+    write_json_cache(_stamp_file(), stamps)
 
 
 # -- the user registry ---------------------------------------------------------------------------

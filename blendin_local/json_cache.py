@@ -1,0 +1,31 @@
+"""Small JSON caches on disk: the CPU probe's verdicts, the GGUF files already checked, the
+sha256 stamps of installed models. A cache only saves work, so a missing, damaged, oversized or
+foreign file reads as an empty cache, and a write that fails only costs the work next time."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from pathlib import Path
+
+from blendin_local.file_replace import replace_file
+
+MAX_CACHE_BYTES = 4 << 20  # thousands of entries; a larger file is not one blendin wrote
+
+
+def read_json_cache(path: Path) -> dict:
+    """The cache's entries, or none when the file cannot serve as a cache."""
+    try:
+        with path.open("rb") as f:
+            raw = f.read(MAX_CACHE_BYTES + 1)
+        entries = json.loads(raw) if len(raw) <= MAX_CACHE_BYTES else None
+    except (OSError, ValueError, RecursionError):  # ValueError covers undecodable bytes
+        return {}
+    return entries if isinstance(entries, dict) else {}
+
+
+def write_json_cache(path: Path, entries: Mapping) -> None:
+    try:
+        replace_file(path, json.dumps(entries, indent=1))
+    except OSError:
+        pass  # a read-only or full disk only costs the work again in the next process
