@@ -61,53 +61,68 @@ class RunFolder:
         cls, path: Path, config: dict, resume: bool, assumed: Mapping | None = None, runtime: dict | None = None
     ) -> RunFolder:
         """The folder for `config`: new, or (with resume) the same configuration continued, held
-        for this process until `close()` or its exit (a kill -9 included: the lock is the kernel's).
+        for this process until `close()` or its exit: `hold`, then `start`."""
+        folder = cls.hold(path)
+        try:
+            folder.start(config, resume, assumed, runtime)
+        except BaseException:
+            folder.close()
+            raise
+        return folder
 
-        `assumed` holds, in config's shape, the value a key absent from a stored configuration
-        stands for: a setting added since that run was written ran as its default, so a run
-        started before an upgrade resumes after it. `runtime`, if given, starts a session.
-        """
+    @classmethod
+    def hold(cls, path: Path) -> RunFolder:
+        """The folder, made if need be and held for this process until `close()` or its exit (a
+        kill -9 included: the lock is the kernel's); nothing in it is read yet."""
         if path.exists() and not path.is_dir():
             raise BlendinError(f"{path} is a file, not a folder: use another --out folder")
-        if not (path / CONFIG_FILE).exists() and path.exists() and any(f.name != LOCK_FILE for f in path.iterdir()):
-            raise BlendinError(f"{path} is not empty and holds no run configuration: use another --out folder")
         try:
             path.mkdir(parents=True, exist_ok=True)
         except OSError as e:  # a file on the way, no permission, a full disk
             raise BlendinError(f"{path}: cannot create the folder: {e.strerror or e}") from None
-        held = _hold(path)
-        try:
-            folder = cls._open_held(path, config, resume, assumed or {}, runtime)
-        except BaseException:
-            held.release()
-            raise
-        folder.held = held
-        return folder
+        if not (path / CONFIG_FILE).exists() and any(f.name != LOCK_FILE for f in path.iterdir()):
+            raise BlendinError(f"{path} is not empty and holds no run configuration: use another --out folder")
+        return cls(path, {}, held=_hold(path))
 
-    @classmethod
-    def _open_held(cls, path: Path, config: dict, resume: bool, assumed: Mapping, runtime: dict | None) -> RunFolder:
-        config_file = path / CONFIG_FILE
-        if config_file.exists():
-            diff = _differences(_read_config(config_file), config, assumed)
-            if diff:
-                raise BlendinError(
-                    f"{path} holds a run with a different configuration ({'; '.join(diff[:3])}): "
-                    "use another --out folder"
-                )
-            if not resume:
-                raise BlendinError(f"{path} already holds this run: pass --resume to continue it, or use another --out")
+    def check(self, config: Mapping, resume: bool, assumed: Mapping | None = None) -> None:
+        """Refuse a configuration the folder's run does not continue, comparing only the keys
+        `config` has: called with what is known before the models load, a mistyped --out or a
+        forgotten --resume costs no model load.
+
+        `assumed` holds, in config's shape, the value a key absent from a stored configuration
+        stands for: a setting added since that run was written ran as its default, so a run
+        started before an upgrade resumes after it."""
+        config_file = self.path / CONFIG_FILE
+        if not config_file.exists():
+            return
+        stored = {key: value for key, value in _read_config(config_file).items() if key in config}
+        diff = _differences(stored, dict(config), assumed or {})
+        if diff:
+            raise BlendinError(
+                f"{self.path} holds a run with a different configuration ({'; '.join(diff[:3])}): "
+                "use another --out folder"
+            )
+        if not resume:
+            raise BlendinError(
+                f"{self.path} already holds this run: pass --resume to continue it, or use another --out"
+            )
+
+    def start(self, config: dict, resume: bool, assumed: Mapping | None = None, runtime: dict | None = None) -> None:
+        """Check the whole configuration, write it, and read the samples already done; `runtime`,
+        if given, starts a session."""
+        self.check(config, resume, assumed)
+        config_file = self.path / CONFIG_FILE
         try:
             replace_file(config_file, json.dumps(config, indent=2, sort_keys=True))
         except OSError as e:
             raise BlendinError(f"{config_file}: cannot write it: {e.strerror or e}") from None
-        folder = cls(path, config)
-        for method_file in path.glob("*.jsonl"):
+        self.config = config
+        for method_file in self.path.glob("*.jsonl"):
             records = read_records(method_file, repair=True)
-            folder.done[method_file.stem] = {record["id"] for record in records}
-            folder.earlier += records
+            self.done[method_file.stem] = {record["id"] for record in records}
+            self.earlier += records
         if runtime is not None:
-            folder.session, folder.runtime_changes = start_session(path, runtime)
-        return folder
+            self.session, self.runtime_changes = start_session(self.path, runtime)
 
     def close(self) -> None:
         """Let another process continue the run."""

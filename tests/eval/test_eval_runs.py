@@ -66,6 +66,38 @@ def test_a_folder_with_another_configuration_is_refused(tmp_path):
         RunFolder.open(tmp_path / "other", {"dataset": "gsm8k"}, resume=False)
 
 
+def test_check_compares_only_the_keys_it_is_given(tmp_path):
+    RunFolder.open(tmp_path, {"dataset": "gsm8k", "limit": 3, "base": {"file": "a.gguf"}}, resume=False).close()
+    with RunFolder.hold(tmp_path) as folder:
+        folder.check({"dataset": "gsm8k", "limit": 3}, resume=True)  # the models are not known yet
+        with pytest.raises(BlendinError, match="different configuration.*limit 3 there, 4 now"):
+            folder.check({"dataset": "gsm8k", "limit": 4}, resume=True)
+        with pytest.raises(BlendinError, match="already holds this run: pass --resume"):
+            folder.check({"dataset": "gsm8k"}, resume=False)
+        with pytest.raises(BlendinError, match="different configuration.*base"):
+            folder.start({"dataset": "gsm8k", "limit": 3, "base": {"file": "b.gguf"}}, resume=True)
+
+
+def test_a_wrong_out_or_a_forgotten_resume_is_refused_before_the_models_load(tmp_path):
+    """Loading a pair takes seconds to minutes and its memory: a refusal that needs no model
+    comes first. A base that cannot load shows it: its error would come first otherwise."""
+    out = tmp_path / "run"
+    RunFolder.open(out, {"dataset": "gsm8k"}, resume=False).close()
+    unloadable = tmp_path / "broken.gguf"
+    unloadable.write_bytes(b"GGUF" + bytes(60))
+    forgot = blendin(*eval_args(out, "--base", str(unloadable)))
+    assert forgot.returncode == 1 and "different configuration" in forgot.stderr.decode(), forgot.stderr.decode()
+    assert len(forgot.stderr.decode().strip().splitlines()) == 1
+    real = tmp_path / "real"
+    done = blendin(*eval_args(real, limit="1"))
+    assert done.returncode == 0, done.stderr.decode()
+    again = blendin(*eval_args(real, "--base", str(unloadable), limit="1"))
+    assert again.returncode == 1 and "pass --resume" in again.stderr.decode(), again.stderr.decode()
+    resumed = blendin(*eval_args(real, "--resume", "--base", str(unloadable), limit="1"))
+    assert resumed.returncode == 1 and "broken.gguf" in resumed.stderr.decode(), resumed.stderr.decode()
+    assert read_records(real / "base.jsonl")  # the refusals touched nothing
+
+
 def test_a_setting_added_since_a_run_was_written_resumes_at_its_default(tmp_path):
     # the run was written by a version without `speculative`: it ran as that setting's default
     RunFolder.open(tmp_path / "run", {"dataset": "x", "settings": {"gamma": 0.4}}, resume=False)

@@ -152,38 +152,36 @@ def eval_group(
     if judge_url:
         judge = Judge(judge_url, judge_model)
         judge.check()
-    # N pairs split the threads: llama.cpp's spinning threads slow ~10x when they outnumber cores.
-    share = models.threads if jobs == 1 else max(1, (models.threads or default_threads()) // jobs)
-    pairs = [models.load(threads=share) for _ in range(jobs)]
     config = {
         "format": 1,
         "dataset": dataset,
         "limit": limit,
         "sample_seed": sample_seed,
         "n_items": len(items),
-        "base": model_identity(pairs[0].base),
-        "guide": model_identity(pairs[0].guide),
-        "anti": model_identity(pairs[0].anti) if pairs[0].anti else None,
         "settings": {**common, "ctx_size": models.ctx_size},
         "judge": {"url": judge_url, "model": judge_model} if judge else None,
     }
     if any(item.choices for item in items):
         config["loglik"] = loglik
     # A run written before a setting existed ran with that setting's default.
-    folder = RunFolder.open(
-        out,
-        config,
-        resume,
-        assumed={"settings": GenerationSettings().model_dump()},
-        runtime=session_runtime(pairs[0], jobs),
-    )
-    if folder.runtime_changes:
-        click.echo(
-            f"blendin: this run continues on another runtime than its last session ({'; '.join(folder.runtime_changes[:3])}):"
-            f" greedy texts can part from earlier ones at near-ties (docs/design.md); {out / SESSIONS_FILE} lists them",
-            err=True,
-        )
+    assumed = {"settings": GenerationSettings().model_dump()}
+    folder = RunFolder.hold(out)
     try:
+        folder.check(config, resume, assumed)  # a wrong --out or a forgotten --resume, before the models load
+        # N pairs split the threads: llama.cpp's spinning threads slow ~10x when they outnumber cores.
+        share = models.threads if jobs == 1 else max(1, (models.threads or default_threads()) // jobs)
+        pairs = [models.load(threads=share) for _ in range(jobs)]
+        config["base"] = model_identity(pairs[0].base)
+        config["guide"] = model_identity(pairs[0].guide)
+        config["anti"] = model_identity(pairs[0].anti) if pairs[0].anti else None
+        folder.start(config, resume, assumed, runtime=session_runtime(pairs[0], jobs))
+        if folder.runtime_changes:
+            click.echo(
+                "blendin: this run continues on another runtime than its last session"
+                f" ({'; '.join(folder.runtime_changes[:3])}): greedy texts can part from earlier ones at"
+                f" near-ties (docs/design.md); {out / SESSIONS_FILE} lists them",
+                err=True,
+            )
         ran = run_samples(pairs, items, method_list, common, folder, judge, progress=not no_progress, loglik=loglik)
     except KeyboardInterrupt:
         saved = sum(len(ids) for ids in folder.done.values())
