@@ -18,12 +18,14 @@ import importlib.util
 import os
 import re
 import stat
-from collections.abc import Mapping, MutableMapping
+from collections.abc import Callable, Mapping, MutableMapping
 from dataclasses import dataclass, field
 from importlib.resources import files
 from pathlib import Path
 from types import ModuleType
 from typing import Any
+
+from filelock import FileLock, Timeout
 
 from blendin_local.backends import model_sources
 from blendin_local.engine.settings import ALPHA_AUTO, GenerationSettings, value_type
@@ -98,6 +100,7 @@ class PairEntry:
 
 USER_REGISTRY = Path("blendin") / "registry.toml"  # under $XDG_CONFIG_HOME, default ~/.config
 MAX_REGISTRY_BYTES = 1 << 20  # a registry is a few kB; anything near this is some other file
+EDIT_WAIT_S = 30.0  # another `models add` holds the registry for milliseconds, or a check of its models' files
 # Names of models and pairs: safe in a TOML key, a shell and a file name, and never a path or a
 # prefixed spec (no "/" and no ":").
 NAME_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
@@ -235,7 +238,10 @@ def user_registry_path() -> Path:
 def read_registry_file(path: Path) -> dict[str, Any]:
     """The tables of a registry file, {} if there is none. A file too large, not UTF-8 or not TOML is
     one BlendinError naming it."""
-    text = _registry_text(path)
+    return _parsed_registry(_registry_text(path), path)
+
+
+def _parsed_registry(text: str | None, path: Path) -> dict[str, Any]:
     try:
         return {} if text is None else tomllib.loads(text)
     except (ValueError, RecursionError) as e:  # TOMLDecodeError is a ValueError; deep nesting recurses
@@ -394,43 +400,44 @@ def add_pair(
 
 def remove_pair(name: str) -> Path:
     """Remove a pair from the user registry, which it returns; a packaged pair stays."""
-    path = user_registry_path()
-    data = read_registry_file(path)
-    registry = _merged_registry(data, path)
-    if not pair_entry(name, registry).user:
-        raise BlendinError(f"pair '{name}' is packaged with blendin: only pairs added to {path} can be removed")
-    del data["pairs"][name]
-    if not data["pairs"]:
-        del data["pairs"]
-    _write_registry_file(path, data)
-    return path
+
+    def remove(data: dict[str, Any], path: Path) -> None:
+        if not pair_entry(name, _merged_registry(data, path)).user:
+            raise BlendinError(f"pair '{name}' is packaged with blendin: only pairs added to {path} can be removed")
+        del data["pairs"][name]
+        if not data["pairs"]:
+            del data["pairs"]
+
+    return _edit_user_registry(remove)
 
 
 def remove_model(name: str) -> Path:
     """Remove a model from the user registry, which it returns. Its GGUF file stays where it is; a
     packaged model it replaced comes back. A model that entries still name (a pair's base or
     guide, another model's spec) is refused while nothing of that name would remain."""
-    path = user_registry_path()
-    data = read_registry_file(path)
-    registry = _merged_registry(data, path)
-    if name not in registry.user_models:
-        if name in registry.models:
-            raise BlendinError(f"model '{name}' is packaged with blendin: only models added to {path} can be removed")
-        yours = ", ".join(sorted(registry.user_models)) or "none"
-        raise BlendinError(f"{_quoted(name)} is not a model of your registry (yours: {yours})")
-    del data["models"][name]
-    if not data["models"]:
-        del data["models"]
-    after = _merged_registry(data, path)
-    if name not in after.models:
-        users = [
-            f"pair {pair}" for pair, table in sorted(after.pairs.items()) if name in (table["base"], table["guide"])
-        ]
-        users += [f"model {model}" for model, entry in sorted(after.user_models.items()) if entry.spec == name]
-        if users:
-            raise BlendinError(f"model '{name}' is named by {', '.join(users)}: remove or change those first")
-    _write_registry_file(path, data)
-    return path
+
+    def remove(data: dict[str, Any], path: Path) -> None:
+        registry = _merged_registry(data, path)
+        if name not in registry.user_models:
+            if name in registry.models:
+                raise BlendinError(
+                    f"model '{name}' is packaged with blendin: only models added to {path} can be removed"
+                )
+            yours = ", ".join(sorted(registry.user_models)) or "none"
+            raise BlendinError(f"{_quoted(name)} is not a model of your registry (yours: {yours})")
+        del data["models"][name]
+        if not data["models"]:
+            del data["models"]
+        after = _merged_registry(data, path)
+        if name not in after.models:
+            users = [
+                f"pair {pair}" for pair, table in sorted(after.pairs.items()) if name in (table["base"], table["guide"])
+            ]
+            users += [f"model {model}" for model, entry in sorted(after.user_models.items()) if entry.spec == name]
+            if users:
+                raise BlendinError(f"model '{name}' is named by {', '.join(users)}: remove or change those first")
+
+    return _edit_user_registry(remove)
 
 
 def _merged_registry(user_data: Mapping[str, Any], path: Path) -> Registry:
@@ -448,23 +455,46 @@ def _update_user_registry(kind: str, name: str, table: dict[str, Any], force: bo
     """Write `table` as the user registry's models.NAME or pairs.NAME, keeping its other entries.
     Each spec of `must_resolve` must lead to a file in the registry as it will be (so that an entry
     that names itself is caught now, not at its first use)."""
+
+    def update(data: dict[str, Any], path: Path) -> None:
+        before = _merged_registry(data, path)  # a broken file is reported, never overwritten
+        known = before.pairs if kind == "pairs" else {**before.models, **before.user_models}
+        if name in known and not force:
+            where = path if name in data.get(kind, {}) else "the packaged registry"
+            raise BlendinError(f"{kind[:-1]} '{name}' exists in {where}: pass --force to replace it")
+        data.setdefault(kind, {})[name] = table
+        after = _merged_registry(data, path)
+        for spec in must_resolve:
+            try:
+                found = resolve_model(spec, after)
+            except BlendinError as e:
+                raise BlendinError(f"{kind[:-1]} '{name}' does not resolve to a model: {e}") from None
+            if not found.is_file():
+                raise BlendinError(f"{kind[:-1]} '{name}' does not resolve to a model: {found}: no such file")
+
+    return _edit_user_registry(update)
+
+
+def _edit_user_registry(change: Callable[[dict[str, Any], Path], None]) -> Path:
+    """Read the user registry, let `change` edit its tables (or refuse, raising), write them over
+    the text it read, and return the registry's path. One blendin at a time: two `models add` run
+    at once would each write its own entry over the file the other had not yet changed."""
     path = user_registry_path()
-    data = read_registry_file(path)
-    before = _merged_registry(data, path)  # a broken file is reported, never overwritten
-    known = before.pairs if kind == "pairs" else {**before.models, **before.user_models}
-    if name in known and not force:
-        where = path if name in data.get(kind, {}) else "the packaged registry"
-        raise BlendinError(f"{kind[:-1]} '{name}' exists in {where}: pass --force to replace it")
-    data.setdefault(kind, {})[name] = table
-    after = _merged_registry(data, path)
-    for spec in must_resolve:
-        try:
-            found = resolve_model(spec, after)
-        except BlendinError as e:
-            raise BlendinError(f"{kind[:-1]} '{name}' does not resolve to a model: {e}") from None
-        if not found.is_file():
-            raise BlendinError(f"{kind[:-1]} '{name}' does not resolve to a model: {found}: no such file")
-    _write_registry_file(path, data)
+    lock = FileLock(str(path.with_name(f".{path.name}.lock")))  # the kernel frees it on any exit
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        lock.acquire(timeout=EDIT_WAIT_S)
+    except Timeout:
+        raise BlendinError(f"{path}: another blendin has been changing it for {EDIT_WAIT_S:.0f} s; try again") from None
+    except OSError as e:
+        raise BlendinError(f"{path}: cannot lock it to change it: {e.strerror or e}") from None
+    try:
+        text = _registry_text(path)
+        data = _parsed_registry(text, path)
+        change(data, path)
+        _write_registry_file(path, text, data)
+    finally:
+        lock.release()
     return path
 
 
@@ -519,10 +549,10 @@ def _update_document(document: MutableMapping[str, Any], data: Mapping[str, Any]
                 tables[name] = table
 
 
-def _write_registry_file(path: Path, data: Mapping[str, Any]) -> None:
+def _write_registry_file(path: Path, old_text: str | None, data: Mapping[str, Any]) -> None:
     """Replace the file at once (a temporary file renamed over it): a reader sees the old file or
     the new one, never half of one. A symbolic link is followed, not replaced."""
-    text = registry_file_text(_registry_text(path), data)
+    text = registry_file_text(old_text, data)
     if len(text.encode("utf-8")) > MAX_REGISTRY_BYTES:
         raise BlendinError(f"{path}: would grow beyond {MAX_REGISTRY_BYTES >> 20} MiB; remove some entries first")
     try:

@@ -1,12 +1,17 @@
 """Writing the user registry keeps what the user wrote in it: comments, order and layout of the
 entries a command does not change. Whatever the old file, the new one reads back as intended."""
 
+import os
+import subprocess
+import sys
+
 import pytest
 import tomlkit
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from blendin_local.backends.registry import REGISTRY_HEADER, registry_file_text, tomllib
+from blendin_local.backends import registry
+from blendin_local.backends.registry import REGISTRY_HEADER, read_registry_file, registry_file_text, tomllib
 from blendin_local.errors import BlendinError
 
 HAND_WRITTEN = """\
@@ -115,3 +120,55 @@ def test_a_writer_whose_text_does_not_read_back_writes_nothing(monkeypatch):
     monkeypatch.setattr(tomlkit, "dumps", lambda data: 'spec = "\x7f"\n')  # as tomlkit 0.9 wrote DEL
     with pytest.raises(BlendinError, match="does not read back: upgrade tomlkit"):
         registry_file_text(HAND_WRITTEN, {"models": {"m": {"spec": "\x7f"}}})
+
+
+_ADDER = """
+import sys
+from blendin_local.backends.registry import add_model
+who, model, n = sys.argv[1], sys.argv[2], int(sys.argv[3])
+for i in range(n):
+    add_model(f"{who}-{i}", model, role="guide")
+"""
+
+
+def test_models_added_by_several_processes_at_once_are_all_kept(tmp_path):
+    """Each `models add` reads the file, adds its entry and writes it back: without one writer at
+    a time, a process writes over the entry another has just added."""
+    model = tmp_path / "m.gguf"
+    model.write_bytes(b"GGUF" + bytes(60))
+    env = {**os.environ, "XDG_CONFIG_HOME": str(tmp_path / "config")}
+    writers = [
+        subprocess.Popen([sys.executable, "-c", _ADDER, f"p{w}", str(model), "15"], env=env, stderr=subprocess.PIPE)
+        for w in range(4)
+    ]
+    for writer in writers:
+        _, err = writer.communicate(timeout=120)
+        assert writer.returncode == 0, err.decode()
+    data = read_registry_file(tmp_path / "config" / "blendin" / "registry.toml")
+    assert sorted(data["models"]) == sorted(f"p{w}-{i}" for w in range(4) for i in range(15))
+
+
+def test_a_registry_another_process_keeps_locked_is_one_error_after_the_wait(tmp_path, monkeypatch):
+    config = tmp_path / "config" / "blendin"
+    config.mkdir(parents=True)
+    holder = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            "import sys, time; from filelock import FileLock; lock = FileLock(sys.argv[1]); lock.acquire();"
+            " print('held', flush=True); time.sleep(60)",
+            str(config / ".registry.toml.lock"),
+        ],
+        stdout=subprocess.PIPE,
+    )
+    try:
+        assert holder.stdout is not None and holder.stdout.readline() == b"held\n"
+        monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path / "config"))
+        monkeypatch.setattr(registry, "EDIT_WAIT_S", 0.3)
+        with pytest.raises(BlendinError, match="another blendin has been changing it"):
+            registry.add_model("m", "ollama:x", check=False)
+    finally:
+        holder.kill()
+        holder.wait()
+    registry.add_model("m", "ollama:x", check=False)  # the kernel freed the killed holder's lock
+    assert read_registry_file(config / "registry.toml")["models"]["m"] == {"spec": "ollama:x"}
