@@ -31,7 +31,7 @@ from typing import Literal
 
 from blendin_local.backends.registry import models_dir
 from blendin_local.errors import BlendinError
-from blendin_local.json_cache import read_json_cache, write_json_cache
+from blendin_local.json_files import read_json_object, write_json_cache
 
 RepackSetting = Literal["auto", "on", "off"]
 REPACK_SETTINGS: tuple[RepackSetting, ...] = ("auto", "on", "off")
@@ -119,7 +119,7 @@ def _cache_file(cache_dir: Path) -> Path:
 
 
 def read_cached(cache_dir: Path, key: str) -> ProbeVerdict | None:
-    entry = read_json_cache(_cache_file(cache_dir)).get(key)
+    entry = read_json_object(_cache_file(cache_dir)).get(key)
     # each field of its own type: a damaged entry's "runs": "no" must not pass for true and turn
     # the kernels on; anything else only costs another probe
     if not isinstance(entry, dict) or set(entry) != set(_VERDICT_TYPES):
@@ -130,7 +130,7 @@ def read_cached(cache_dir: Path, key: str) -> ProbeVerdict | None:
 
 
 def write_cached(cache_dir: Path, key: str, verdict: ProbeVerdict) -> None:
-    entries = read_json_cache(_cache_file(cache_dir))
+    entries = read_json_object(_cache_file(cache_dir))
     entries[key] = asdict(verdict)
     write_json_cache(_cache_file(cache_dir), entries)
 

@@ -40,7 +40,7 @@ from pathlib import Path
 
 from blendin_local.backends.registry import models_dir
 from blendin_local.errors import BlendinError
-from blendin_local.json_cache import read_json_cache, write_json_cache
+from blendin_local.json_files import read_json_object, write_json_cache
 
 MAGIC = b"GGUF"
 SUPPORTED_VERSIONS = (2, 3)  # llama.cpp refuses version 1 and any later than 3
@@ -214,7 +214,7 @@ def check_gguf_file(path: Path) -> GgufHeader:
     stat = path.stat()
     key = str(path.resolve())
     stamp = {"size": stat.st_size, "mtime_ns": stat.st_mtime_ns, "revision": _CHECK_REVISION}
-    checked = read_json_cache(_checked_file())
+    checked = read_json_object(_checked_file())
     entry = checked.get(key)
     if isinstance(entry, dict) and entry.get("stamp") == stamp:
         try:

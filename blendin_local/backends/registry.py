@@ -31,7 +31,7 @@ from blendin_local.backends import model_sources
 from blendin_local.engine.settings import ALPHA_AUTO, GenerationSettings, value_type
 from blendin_local.errors import BlendinError, install_hint
 from blendin_local.file_replace import replace_file
-from blendin_local.json_cache import read_json_cache, write_json_cache
+from blendin_local.json_files import read_json_object, write_json_cache
 from blendin_local.user_paths import user_path
 
 
@@ -215,7 +215,7 @@ def verify_sha256(path: Path, expected: str, force: bool = False) -> None:
     stat = path.stat()
     key = str(path.resolve())
     stamp = {"size": stat.st_size, "mtime_ns": stat.st_mtime_ns, "sha256": expected}
-    stamps = read_json_cache(_stamp_file())
+    stamps = read_json_object(_stamp_file())
     if not force and stamps.get(key) == stamp:
         return
     actual = file_sha256(path)

@@ -26,6 +26,7 @@ from functools import lru_cache
 from pathlib import Path
 
 from blendin_local.errors import BlendinError, install_hint
+from blendin_local.json_files import read_json_object
 from blendin_local.user_paths import user_path
 
 # Names of end-of-generation tokens across model families, for sources that do not mark them.
@@ -42,6 +43,9 @@ EOG_NAMES = (
     "<|return|>",
 )
 _BYTE_PIECE = re.compile(r"^<0x([0-9A-Fa-f]{2})>$")
+SIDE_CONFIGS = ("tokenizer_config.json", "generation_config.json")
+# Some list every added token (Gemma 3's is over 1 MB); one of hundreds of MB is not one of these.
+MAX_SIDE_CONFIG_BYTES = 64 << 20
 
 
 class VocabSource:
@@ -104,13 +108,8 @@ class GgufVocab(VocabSource):
 
 def _side_config(path: Path) -> tuple[dict, dict]:
     """tokenizer_config.json and generation_config.json beside a tokenizer file, if there."""
-    out = []
-    for name in ("tokenizer_config.json", "generation_config.json"):
-        try:
-            out.append(json.loads((path.parent / name).read_text(encoding="utf-8")))
-        except (OSError, ValueError):
-            out.append({})
-    return out[0], out[1]
+    config, generation = (read_json_object(path.parent / name, MAX_SIDE_CONFIG_BYTES) for name in SIDE_CONFIGS)
+    return config, generation
 
 
 def _token_name(value) -> str | None:
@@ -123,17 +122,16 @@ def _token_name(value) -> str | None:
 def _chat_template(config: dict) -> str | None:
     template = config.get("chat_template")
     if isinstance(template, list):  # [{"name": "default", "template": ...}, ...]
-        named = {t.get("name"): t.get("template") for t in template if isinstance(t, dict)}
+        named = {
+            t.get("name"): t.get("template") for t in template if isinstance(t, dict) and isinstance(t.get("name"), str)
+        }
         template = named.get("default") or next(iter(named.values()), None)
     return template if isinstance(template, str) else None
 
 
 def _ids_of(value) -> list[int]:
-    if isinstance(value, int):
-        return [value]
-    if isinstance(value, list):
-        return [v for v in value if isinstance(v, int)]
-    return []
+    values = value if isinstance(value, list) else [value]
+    return [v for v in values if isinstance(v, int) and not isinstance(v, bool)]
 
 
 def _optional_module(name: str, path: Path, reading: str):

@@ -1,6 +1,7 @@
-"""Small JSON caches on disk: the CPU probe's verdicts, the GGUF files already checked, the
-sha256 stamps of installed models. A cache only saves work, so a missing, damaged, oversized or
-foreign file reads as an empty cache, and a write that fails only costs the work next time."""
+"""Small JSON files that only help: the caches (the CPU probe's verdicts, the GGUF files already
+checked, the sha256 stamps of installed models) and the optional files beside a tokenizer. A
+missing, damaged, oversized or foreign file reads as an empty object, and a cache write that
+fails only costs the work again next time."""
 
 from __future__ import annotations
 
@@ -13,12 +14,12 @@ from blendin_local.file_replace import replace_file
 MAX_CACHE_BYTES = 4 << 20  # thousands of entries; a larger file is not one blendin wrote
 
 
-def read_json_cache(path: Path) -> dict:
-    """The cache's entries, or none when the file cannot serve as a cache."""
+def read_json_object(path: Path, max_bytes: int = MAX_CACHE_BYTES) -> dict:
+    """The JSON object the file holds, or {} when there is none to read."""
     try:
         with path.open("rb") as f:
-            raw = f.read(MAX_CACHE_BYTES + 1)
-        entries = json.loads(raw) if len(raw) <= MAX_CACHE_BYTES else None
+            raw = f.read(max_bytes + 1)
+        entries = json.loads(raw) if len(raw) <= max_bytes else None
     except (OSError, ValueError, RecursionError):  # ValueError covers undecodable bytes
         return {}
     return entries if isinstance(entries, dict) else {}

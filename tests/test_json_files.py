@@ -1,4 +1,4 @@
-"""The small JSON caches: whatever the file holds, a cache reads as entries or as empty, and
+"""Small JSON files that only help: whatever the file holds, it reads as an object or as empty, and
 every cache built on it goes on working (the CPU probe's verdicts, the sha256 stamps)."""
 
 import json
@@ -9,7 +9,7 @@ from hypothesis import strategies as st
 
 from blendin_local.backends import registry as reg
 from blendin_local.backends.cpu_kernels import ProbeVerdict, read_cached, write_cached
-from blendin_local.json_cache import MAX_CACHE_BYTES, read_json_cache, write_json_cache
+from blendin_local.json_files import MAX_CACHE_BYTES, read_json_object, write_json_cache
 
 JSON = st.recursive(
     st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(max_size=8),
@@ -32,7 +32,7 @@ HEALTH = dict(deadline=None, suppress_health_check=[HealthCheck.function_scoped_
 def test_any_file_reads_as_a_dict(tmp_path, content):
     path = tmp_path / "cache.json"
     path.write_bytes(content)
-    entries = read_json_cache(path)
+    entries = read_json_object(path)
     try:
         parsed = json.loads(content)
     except (ValueError, RecursionError):
@@ -41,15 +41,15 @@ def test_any_file_reads_as_a_dict(tmp_path, content):
 
 
 def test_missing_oversized_and_unwritable(tmp_path):
-    assert read_json_cache(tmp_path / "none.json") == {}
+    assert read_json_object(tmp_path / "none.json") == {}
     big = tmp_path / "big.json"
     big.write_text(json.dumps({"k": "x" * MAX_CACHE_BYTES}))
-    assert read_json_cache(big) == {}
+    assert read_json_object(big) == {}
     write_json_cache(tmp_path / "c.json", {"a": [1, 2]})
-    assert read_json_cache(tmp_path / "c.json") == {"a": [1, 2]}
+    assert read_json_object(tmp_path / "c.json") == {"a": [1, 2]}
     (tmp_path / "dir.json").mkdir()
     write_json_cache(tmp_path / "dir.json", {"a": 1})  # a folder in the way: no error, no cache
-    assert read_json_cache(tmp_path / "dir.json") == {}
+    assert read_json_object(tmp_path / "dir.json") == {}
 
 
 VERDICT = ProbeVerdict(runs=False, outcome="crash", detail="SIGSEGV", seconds=1.5, model="m.gguf")
@@ -81,4 +81,4 @@ def test_a_damaged_stamp_file_costs_a_hash_and_nothing_else(tmp_path, monkeypatc
     (tmp_path / "cache").mkdir(exist_ok=True)
     (tmp_path / "cache" / "verified.json").write_bytes(content)
     reg.verify_sha256(model, reg.file_sha256(model))
-    assert str(model.resolve()) in read_json_cache(tmp_path / "cache" / "verified.json")
+    assert str(model.resolve()) in read_json_object(tmp_path / "cache" / "verified.json")
