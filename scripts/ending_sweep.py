@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
 from pathlib import Path
 
@@ -24,6 +23,7 @@ from blendin_local.errors import BlendinError  # noqa: E402
 from blendin_local.eval.datasets import load_dataset, resolve_data_dir  # noqa: E402
 from blendin_local.eval.ending_sweep import derive_rows, is_probe_row  # noqa: E402
 from blendin_local.eval.runs import read_run  # noqa: E402
+from blendin_local.file_replace import replace_file  # noqa: E402
 
 
 def thresholds(text: str) -> list[float]:
@@ -34,9 +34,11 @@ def thresholds(text: str) -> list[float]:
 
 
 def write_row(folder: Path, name: str, records: list[dict]) -> None:
-    partial = folder / f".{name}.jsonl.partial"
-    partial.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in records))
-    os.replace(partial, folder / f"{name}.jsonl")
+    # ASCII escapes: a record read back may hold a lone surrogate, which UTF-8 cannot encode
+    try:
+        replace_file(folder / f"{name}.jsonl", "".join(json.dumps(r) + "\n" for r in records))
+    except OSError as e:
+        raise BlendinError(f"{folder / name}.jsonl: cannot write it: {e.strerror or e}") from None
 
 
 def main() -> None:
