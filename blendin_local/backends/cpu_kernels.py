@@ -173,7 +173,8 @@ def run_probe(command: Sequence[str], model: Path, timeout: float = PROBE_TIMEOU
 def fallback_notice(verdict: ProbeVerdict) -> str:
     return (
         f"blendin: llama.cpp's AMX/repacked CPU kernels fail on this CPU ({verdict.detail}); loading models"
-        f' without them, which is slower. For full speed, rebuild: CMAKE_ARGS="{SAFE_BUILD_CMAKE_ARGS}"'
+        f" without them (small models lose nothing measurable, larger ones may run slower; README,"
+        f' Troubleshooting). To keep the other kernels, rebuild: CMAKE_ARGS="{SAFE_BUILD_CMAKE_ARGS}"'
         f" pip install --force-reinstall --no-cache-dir llama-cpp-python (or set {REPACK_ENV}=on to skip this check)"
     )
 
