@@ -70,10 +70,14 @@ def test_a_failed_write_leaves_the_old_file_and_no_temporary(tmp_path, monkeypat
     assert _leftovers(tmp_path) == []
 
 
-def test_a_folder_in_the_way_is_an_oserror(tmp_path):
-    (tmp_path / "f").mkdir()
-    with pytest.raises(OSError):
-        replace_file(tmp_path / "f", "new")
+def test_anything_but_a_regular_file_in_the_way_is_an_oserror_and_stays(tmp_path):
+    (tmp_path / "folder").mkdir()
+    os.mkfifo(tmp_path / "fifo")
+    (tmp_path / "link").symlink_to(tmp_path / "fifo")
+    for name in ("folder", "fifo", "link"):
+        with pytest.raises(OSError, match="not a regular file"):
+            replace_file(tmp_path / name, "new")
+    assert (tmp_path / "folder").is_dir() and stat.S_ISFIFO((tmp_path / "fifo").stat().st_mode)
     assert _leftovers(tmp_path) == []
 
 

@@ -31,7 +31,7 @@ from typing import Literal
 
 from blendin_local.backends.registry import models_dir
 from blendin_local.errors import BlendinError
-from blendin_local.json_files import read_json_object, write_json_cache
+from blendin_local.json_files import dataclass_from_json, read_json_object, write_json_cache
 
 RepackSetting = Literal["auto", "on", "off"]
 REPACK_SETTINGS: tuple[RepackSetting, ...] = ("auto", "on", "off")
@@ -56,15 +56,6 @@ class ProbeVerdict:
     detail: str
     seconds: float
     model: str
-
-
-_VERDICT_TYPES: dict[str, type | tuple[type, ...]] = {
-    "runs": bool,
-    "outcome": str,
-    "detail": str,
-    "seconds": (int, float),
-    "model": str,
-}
 
 
 def repack_setting(option: str | None) -> RepackSetting:
@@ -119,14 +110,8 @@ def _cache_file(cache_dir: Path) -> Path:
 
 
 def read_cached(cache_dir: Path, key: str) -> ProbeVerdict | None:
-    entry = read_json_object(_cache_file(cache_dir)).get(key)
-    # each field of its own type: a damaged entry's "runs": "no" must not pass for true and turn
-    # the kernels on; anything else only costs another probe
-    if not isinstance(entry, dict) or set(entry) != set(_VERDICT_TYPES):
-        return None
-    if not all(isinstance(entry[name], kind) for name, kind in _VERDICT_TYPES.items()):
-        return None
-    return ProbeVerdict(**entry)
+    # typed: a damaged entry's "runs": "no" must not turn on the kernels the probe saw crash
+    return dataclass_from_json(ProbeVerdict, read_json_object(_cache_file(cache_dir)).get(key))
 
 
 def write_cached(cache_dir: Path, key: str, verdict: ProbeVerdict) -> None:

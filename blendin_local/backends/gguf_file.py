@@ -40,7 +40,7 @@ from pathlib import Path
 
 from blendin_local.backends.registry import models_dir
 from blendin_local.errors import BlendinError
-from blendin_local.json_files import read_json_object, write_json_cache
+from blendin_local.json_files import dataclass_from_json, read_json_object, write_json_cache
 
 MAGIC = b"GGUF"
 SUPPORTED_VERSIONS = (2, 3)  # llama.cpp refuses version 1 and any later than 3
@@ -217,10 +217,9 @@ def check_gguf_file(path: Path) -> GgufHeader:
     checked = read_json_object(_checked_file())
     entry = checked.get(key)
     if isinstance(entry, dict) and entry.get("stamp") == stamp:
-        try:
-            return GgufHeader(**entry["header"])
-        except (KeyError, TypeError):
-            pass  # a damaged entry only costs the walk
+        remembered = dataclass_from_json(GgufHeader, entry.get("header"))
+        if remembered is not None:  # a damaged entry only costs the walk
+            return remembered
     header = check_gguf_header(path)
     if _trial_running:
         return header

@@ -17,6 +17,7 @@ import importlib
 import importlib.util
 import os
 import re
+import secrets
 import stat
 from collections.abc import Callable, Mapping, MutableMapping
 from dataclasses import dataclass, field
@@ -189,7 +190,8 @@ def _assemble(entry: ModelEntry, target: Path) -> Path:
     package_dir(entry.module, entry.package)  # a clear message when the package is absent
     assembler = importlib.import_module(entry.module)
     target.parent.mkdir(parents=True, exist_ok=True)
-    partial = target.with_name(target.name + ".partial")
+    # a name of its own: two first runs at once must not write one partial file between them
+    partial = target.with_name(f".{target.name}.{secrets.token_hex(8)}.partial")
     try:
         assembler.assemble(partial, overwrite=True)
     except (OSError, ValueError) as e:
@@ -472,6 +474,10 @@ def _update_user_registry(kind: str, name: str, table: dict[str, Any], force: bo
             if not found.is_file():
                 raise BlendinError(f"{kind[:-1]} '{name}' does not resolve to a model: {found}: no such file")
 
+    if must_resolve:
+        # first outside the lock: resolving may assemble or hash a large model, which other
+        # edits need not wait for; under the lock it is then quick (sha256 stamps)
+        update(read_registry_file(user_registry_path()), user_registry_path())
     return _edit_user_registry(update)
 
 

@@ -250,8 +250,8 @@ def _load_cached(cache_dir: Path, base: Vocabulary, guide: Vocabulary) -> tuple[
     try:
         with np.load(path) as data:
             g2b, exact = data["g2b"], data["exact"]
-    except (OSError, KeyError, ValueError, EOFError, zipfile.BadZipFile):
-        return None  # missing, truncated or foreign: rebuilt
+    except (OSError, KeyError, ValueError, EOFError, TypeError, zipfile.BadZipFile):
+        return None  # missing, truncated or foreign (a lone .npy array is no archive: TypeError): rebuilt
     wanted = (len(guide.pieces),)
     if g2b.shape != wanted or exact.shape != wanted or g2b.dtype != np.int64 or exact.dtype != np.bool_:
         return None

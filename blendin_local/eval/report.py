@@ -23,6 +23,7 @@ from blendin_local.eval.paired import paired_table
 from blendin_local.eval.runs import read_run
 from blendin_local.eval.sessions import read_sessions, sessions_line
 from blendin_local.eval.variants import method_of
+from blendin_local.file_replace import replace_file
 
 
 @dataclass(frozen=True)
@@ -313,7 +314,7 @@ def write_report(
         plot_intervention_vs_score(rows, records, out / "intervention_vs_score.png")
         has_alphas = plot_alpha_histograms(records, out / "alpha_histograms.png")
         report = out / "report.md"
-        report.write_text(_report_text(rows, records, sessions, against, has_alphas))
+        replace_file(report, _report_text(rows, records, sessions, against, has_alphas))
     except OSError as e:  # a file where the folder should be, no permission, a full disk
         raise BlendinError(f"{out}: cannot write the report there: {e.strerror or e}") from None
     return report

@@ -54,6 +54,7 @@ class RunFolder:
     session: int | None = None  # this invocation's index in sessions.json, which each record carries
     runtime_changes: list[str] = field(default_factory=list)  # from the last session's runtime
     held: FileLock | None = None  # the folder's lock, while this process runs it
+    made: bool = False  # this process made the folder
     _lock: Lock = field(default_factory=Lock)
 
     @classmethod
@@ -76,41 +77,29 @@ class RunFolder:
         kill -9 included: the lock is the kernel's); nothing in it is read yet."""
         if path.exists() and not path.is_dir():
             raise BlendinError(f"{path} is a file, not a folder: use another --out folder")
+        made = not path.exists()
         try:
             path.mkdir(parents=True, exist_ok=True)
         except OSError as e:  # a file on the way, no permission, a full disk
             raise BlendinError(f"{path}: cannot create the folder: {e.strerror or e}") from None
-        if not (path / CONFIG_FILE).exists() and any(f.name != LOCK_FILE for f in path.iterdir()):
+        if not (path / CONFIG_FILE).exists() and not _counts_as_empty(path):
             raise BlendinError(f"{path} is not empty and holds no run configuration: use another --out folder")
-        return cls(path, {}, held=_hold(path))
+        return cls(path, {}, held=_hold(path), made=made)
 
-    def check(self, config: Mapping, resume: bool, assumed: Mapping | None = None) -> None:
-        """Refuse a configuration the folder's run does not continue, comparing only the keys
-        `config` has: called with what is known before the models load, a mistyped --out or a
-        forgotten --resume costs no model load.
+    def check(self, known: Mapping, resume: bool, assumed: Mapping | None = None) -> None:
+        """Refuse early what the folder's run cannot continue, from the keys of the configuration
+        known before the models load (all but the models): a mistyped --out or a forgotten
+        --resume costs no model load. `start` compares the whole configuration."""
+        self._refuse(known, resume, assumed or {}, whole=False)
+
+    def start(self, config: dict, resume: bool, assumed: Mapping | None = None, runtime: dict | None = None) -> None:
+        """Compare the whole configuration with the stored one, write it, and read the samples
+        already done; `runtime`, if given, starts a session.
 
         `assumed` holds, in config's shape, the value a key absent from a stored configuration
         stands for: a setting added since that run was written ran as its default, so a run
         started before an upgrade resumes after it."""
-        config_file = self.path / CONFIG_FILE
-        if not config_file.exists():
-            return
-        stored = {key: value for key, value in _read_config(config_file).items() if key in config}
-        diff = _differences(stored, dict(config), assumed or {})
-        if diff:
-            raise BlendinError(
-                f"{self.path} holds a run with a different configuration ({'; '.join(diff[:3])}): "
-                "use another --out folder"
-            )
-        if not resume:
-            raise BlendinError(
-                f"{self.path} already holds this run: pass --resume to continue it, or use another --out"
-            )
-
-    def start(self, config: dict, resume: bool, assumed: Mapping | None = None, runtime: dict | None = None) -> None:
-        """Check the whole configuration, write it, and read the samples already done; `runtime`,
-        if given, starts a session."""
-        self.check(config, resume, assumed)
+        self._refuse(config, resume, assumed or {}, whole=True)
         config_file = self.path / CONFIG_FILE
         try:
             replace_file(config_file, json.dumps(config, indent=2, sort_keys=True))
@@ -124,11 +113,38 @@ class RunFolder:
         if runtime is not None:
             self.session, self.runtime_changes = start_session(self.path, runtime)
 
+    def _refuse(self, config: Mapping, resume: bool, assumed: Mapping, whole: bool) -> None:
+        config_file = self.path / CONFIG_FILE
+        if not config_file.exists():
+            return
+        stored = _read_config(config_file)
+        if not whole:
+            stored = {key: value for key, value in stored.items() if key in config}
+        diff = _differences(stored, dict(config), assumed)
+        if diff:
+            raise BlendinError(
+                f"{self.path} holds a run with a different configuration ({'; '.join(diff[:3])}): "
+                "use another --out folder"
+            )
+        if not resume:
+            raise BlendinError(
+                f"{self.path} already holds a run of this dataset and these settings: pass --resume to"
+                " continue it, or use another --out"
+            )
+
     def close(self) -> None:
-        """Let another process continue the run."""
-        if self.held is not None:
-            self.held.release()
-            self.held = None
+        """Let another process continue the run. A folder this process made and never started a
+        run in (the models failed to load, say) goes again."""
+        if self.held is None:
+            return
+        self.held.release()
+        self.held = None
+        if self.made and not (self.path / CONFIG_FILE).exists():
+            (self.path / LOCK_FILE).unlink(missing_ok=True)
+            try:
+                self.path.rmdir()
+            except OSError:
+                pass  # something else was put there meanwhile: it stays
 
     def __enter__(self) -> RunFolder:
         return self
@@ -154,6 +170,11 @@ class RunFolder:
             finally:
                 os.close(fd)
             self.done.setdefault(method, set()).add(record["id"])
+
+
+def _counts_as_empty(path: Path) -> bool:
+    """Nothing in the folder but a lock file and the temporaries a kill -9 can leave behind."""
+    return all(f.name == LOCK_FILE or (f.name.startswith(".") and f.name.endswith(".tmp")) for f in path.iterdir())
 
 
 def _hold(path: Path) -> FileLock:

@@ -8,6 +8,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
+from blendin_local.engine import bridge as bridge_module
 from blendin_local.engine.bridge import UNMAPPED, Extensions, PrefixFinder, VocabBridge, Vocabulary, byte_index
 
 BASE = Vocabulary(
@@ -89,11 +90,13 @@ def test_extensions_are_strict_and_complete():
     assert sorted(ext.of(b"")) == [1, 2, 3, 4, 5, 6, 7]
 
 
-def test_bridge_is_cached_on_disk_by_both_vocabularies(tmp_path):
+def test_bridge_is_cached_on_disk_by_both_vocabularies(tmp_path, monkeypatch):
     first = VocabBridge.build(BASE, GUIDE, cache_dir=tmp_path)
     files = list(tmp_path.glob("bridge-*.npz"))
     assert len(files) == 1
-    again = VocabBridge.build(BASE, GUIDE, cache_dir=tmp_path)
+    with monkeypatch.context() as patched:
+        patched.setattr(bridge_module, "build_map", lambda *args: pytest.fail("built again despite the cache"))
+        again = VocabBridge.build(BASE, GUIDE, cache_dir=tmp_path)
     assert (again.g2b == first.g2b).all() and (again.exact == first.exact).all()
     other = Vocabulary(pieces=GUIDE.pieces[:-1] + (b"zz",), eog_ids=GUIDE.eog_ids, eos_id=0)
     VocabBridge.build(BASE, other, cache_dir=tmp_path)
@@ -114,6 +117,12 @@ def _archive(**arrays) -> bytes:
     return buffer.getvalue()
 
 
+def _npy(array) -> bytes:
+    buffer = io.BytesIO()
+    np.save(buffer, array)
+    return buffer.getvalue()
+
+
 _ARRAYS = hnp.arrays(
     dtype=st.sampled_from([np.int64, np.int32, np.float64, np.bool_]),
     shape=hnp.array_shapes(min_dims=0, max_dims=2, max_side=12),
@@ -128,6 +137,7 @@ _ARRAYS = hnp.arrays(
             lambda n: _archive(g2b=np.zeros(9, np.int64), exact=np.ones(9, bool))[:n]
         ),
         st.builds(lambda g, e: _archive(g2b=g, exact=e), _ARRAYS, _ARRAYS.filter(lambda e: e.dtype != np.bool_)),
+        _ARRAYS.map(_npy),  # one array, no archive
         st.builds(
             lambda v: _archive(g2b=np.full(9, v, np.int64), exact=np.ones(9, bool)),
             st.integers(-(2**62), 2**62).filter(lambda v: not UNMAPPED <= v < len(BASE.pieces)),

@@ -72,10 +72,27 @@ def test_check_compares_only_the_keys_it_is_given(tmp_path):
         folder.check({"dataset": "gsm8k", "limit": 3}, resume=True)  # the models are not known yet
         with pytest.raises(BlendinError, match="different configuration.*limit 3 there, 4 now"):
             folder.check({"dataset": "gsm8k", "limit": 4}, resume=True)
-        with pytest.raises(BlendinError, match="already holds this run: pass --resume"):
+        with pytest.raises(BlendinError, match="already holds a run of this dataset and these settings: pass --resume"):
             folder.check({"dataset": "gsm8k"}, resume=False)
         with pytest.raises(BlendinError, match="different configuration.*base"):
             folder.start({"dataset": "gsm8k", "limit": 3, "base": {"file": "b.gguf"}}, resume=True)
+        with pytest.raises(BlendinError, match="different configuration.*base"):  # start compares every stored key
+            folder.start({"dataset": "gsm8k", "limit": 3}, resume=True)
+    stored = json.loads((tmp_path / "config.json").read_text())
+    assert stored == {"dataset": "gsm8k", "limit": 3, "base": {"file": "a.gguf"}}  # the refusals wrote nothing
+
+
+def test_a_folder_made_for_a_run_that_never_started_goes_again(tmp_path):
+    """The models failed to load, or Ctrl-C came first: no empty folder is left behind, and one
+    that was there before stays."""
+    made = tmp_path / "new" / "run"
+    with RunFolder.hold(made):
+        assert made.is_dir()
+    assert not made.exists() and (tmp_path / "new").is_dir()
+    (tmp_path / "mine").mkdir()
+    with RunFolder.hold(tmp_path / "mine"):
+        pass
+    assert (tmp_path / "mine").is_dir()
 
 
 def test_a_wrong_out_or_a_forgotten_resume_is_refused_before_the_models_load(tmp_path):
@@ -172,6 +189,7 @@ def test_an_out_that_cannot_be_a_folder_is_one_error(tmp_path):
 def test_a_folder_holding_only_a_lock_file_starts_a_run(tmp_path):
     # a process killed after locking a new folder and before writing its configuration
     (tmp_path / LOCK_FILE).write_bytes(b"")
+    (tmp_path / ".config.json.0a1b2c3d4e5f6a7b.tmp").write_bytes(b"{")  # a write cut by kill -9
     RunFolder.open(tmp_path, {"dataset": "x"}, resume=False).close()
     assert (tmp_path / "config.json").exists()
 
