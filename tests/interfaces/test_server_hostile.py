@@ -600,6 +600,64 @@ def test_docs_are_off_unless_asked_for(client):
             assert c.get(path).status_code == 200, path
 
 
+def test_the_description_documents_every_error_and_no_422():
+    """A client generated from /openapi.json learns the errors it can get, in OpenAI's shape, and
+    not FastAPI's 422, which this server never sends (an invalid request is a 400)."""
+    for options, with_key in (({}, False), ({"api_key": "k"}, True)):
+        with served(docs=True, **options) as c:
+            schema = c.get("/openapi.json").json()
+        assert "422" not in json.dumps(schema) and "HTTPValidationError" not in json.dumps(schema)
+        errors = {
+            path: {method: sorted(int(s) for s in op["responses"] if s != "200") for method, op in ops.items()}
+            for path, ops in schema["paths"].items()
+        }
+        key = [401] if with_key else []
+        host = [403]  # the default server checks the Host header
+        assert errors["/v1/chat/completions"]["post"] == sorted([400, 404, 413, 500, 503, *key, *host])
+        assert errors["/v1/completions"]["post"] == sorted([400, 404, 413, 500, 503, *key, *host])
+        assert errors["/v1/models/{name}"]["get"] == sorted([404, *key, *host])
+        assert errors["/health"]["get"] == host
+        described = schema["paths"]["/v1/completions"]["post"]["responses"]["400"]["content"]["application/json"]
+        assert described["schema"] == {"$ref": "#/components/schemas/ErrorBody"}
+
+
+def test_a_405_says_which_methods_are_allowed(client):
+    for method, path, allowed in (("DELETE", "/v1/models", "GET"), ("GET", "/v1/completions", "POST")):
+        r = client.request(method, path)
+        assert_error(r, 405, None, f"{method} is not allowed")
+        assert r.headers["allow"] == allowed
+
+
+def _request_properties() -> dict:
+    with served(docs=True) as c:
+        schema = c.get("/openapi.json").json()
+    return schema["components"]["schemas"]["CompletionRequest"]["properties"]
+
+
+BOUNDS = [
+    (name, keyword, value)
+    for name, field in _request_properties().items()
+    for keyword, value in field.items()
+    if keyword in ("minimum", "maximum", "exclusiveMinimum", "exclusiveMaximum")
+]
+
+
+@pytest.mark.parametrize("name,keyword,bound", BOUNDS)
+def test_every_documented_bound_is_the_servers(client, name, keyword, bound):
+    """Just beyond a bound the description gives is a 400 naming the field; at an inclusive
+    bound the request is answered."""
+    step = 1 if isinstance(bound, int) and not isinstance(bound, bool) else max(abs(bound) * 1e-9, 1e-12)
+    beyond = bound - step if keyword in ("minimum", "exclusiveMinimum") else bound + step
+    if keyword.startswith("exclusive"):
+        beyond = bound
+    body = {"prompt": "Q", "max_tokens": 2, name: beyond}
+    assert_error(post(client, "/v1/completions", body), 400, name)
+    if not keyword.startswith("exclusive"):
+        answered = post(client, "/v1/completions", {"prompt": "Q", "max_tokens": 2, name: bound})
+        assert answered.status_code == 200, answered.text
+    wait_idle(client)
+
+
 def test_the_cli_defaults_are_the_servers():
     assert (MAX_REQUEST_BYTES, MAX_TOKENS_LIMIT, REQUEST_TIMEOUT_S) == (
         DEFAULT_MAX_REQUEST_BYTES,

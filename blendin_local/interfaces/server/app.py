@@ -44,6 +44,7 @@ from typing import Any, Literal
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.middleware.cors import CORSMiddleware
+from fastapi.openapi.utils import get_openapi
 from fastapi.responses import JSONResponse, Response
 from sse_starlette.sse import EventSourceResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
@@ -52,7 +53,13 @@ from blendin_local.engine.generation import TraceEntry
 from blendin_local.engine.methods import METHODS
 from blendin_local.engine.prompts import Message
 from blendin_local.engine.settings import METHODS_WITH_ANTI, GenerationSettings, MissingAnti, check_anti
-from blendin_local.interfaces.server.errors import ApiError, error_response, generation_stopped, shown
+from blendin_local.interfaces.server.errors import (
+    ApiError,
+    documented_errors,
+    error_response,
+    generation_stopped,
+    shown,
+)
 from blendin_local.interfaces.server.responses import Exchange, error_chunk, sse
 from blendin_local.interfaces.server.schemas import (
     ChatRequest,
@@ -181,6 +188,20 @@ class HostCheck:
 # -- error handlers: every error in OpenAI's shape --------------------------------------------
 
 
+def _openapi_without_422(app: FastAPI) -> dict[str, Any]:
+    """FastAPI's description less the 422 it gives every route with a body or parameters: this
+    server answers an invalid request with OpenAI's 400 (on_invalid_request), never 422."""
+    if app.openapi_schema is None:
+        schema = get_openapi(title=app.title, version=app.version, summary=app.summary, routes=app.routes)
+        for operations in schema.get("paths", {}).values():
+            for operation in operations.values():
+                operation.get("responses", {}).pop("422", None)
+        for unused in ("HTTPValidationError", "ValidationError"):
+            schema.get("components", {}).get("schemas", {}).pop(unused, None)
+        app.openapi_schema = schema
+    return app.openapi_schema
+
+
 async def on_api_error(request: Request, e: ApiError):
     return e.response()
 
@@ -206,7 +227,8 @@ async def on_http_error(request: Request, e: StarletteHTTPException):
         404: f"no such endpoint: {request.method} {request.url.path}",
         405: f"{request.method} is not allowed on {request.url.path}",
     }.get(e.status_code, str(e.detail))
-    return error_response(e.status_code, message, code="not_found" if e.status_code == 404 else None)
+    # a 405 keeps the Allow header the router gave it: HTTP requires it
+    return error_response(e.status_code, message, code="not_found" if e.status_code == 404 else None, headers=e.headers)
 
 
 # -- the served pair ---------------------------------------------------------------------------
@@ -520,11 +542,15 @@ def create_app(
     app.add_exception_handler(ApiError, on_api_error)  # type: ignore[arg-type]
     app.add_exception_handler(RequestValidationError, on_invalid_request)  # type: ignore[arg-type]
     app.add_exception_handler(StarletteHTTPException, on_http_error)  # type: ignore[arg-type]
-    app.get("/v1/models")(list_models)
-    app.get("/v1/models/{name:path}")(get_model)
-    app.get("/health")(health)
-    app.post("/v1/chat/completions")(chat_completions)
-    app.post("/v1/completions")(completions)
+    everywhere = (403,) if allowed_hosts is not None else ()
+    on_v1 = (*everywhere, *((401,) if api_key is not None else ()))
+    app.get("/v1/models", responses=documented_errors(*on_v1))(list_models)
+    app.get("/v1/models/{name:path}", responses=documented_errors(*on_v1, 404))(get_model)
+    app.get("/health", responses=documented_errors(*everywhere))(health)
+    generating = documented_errors(*on_v1, 400, 404, 413, 500, 503)
+    app.post("/v1/chat/completions", responses=generating)(chat_completions)
+    app.post("/v1/completions", responses=generating)(completions)
+    app.openapi = lambda: _openapi_without_422(app)  # type: ignore[method-assign]
     if web:
         web_routes(app)
     return app

@@ -10,12 +10,12 @@ from __future__ import annotations
 
 import re
 from collections.abc import Sequence
-from typing import Annotated, Any, Literal, get_origin
+from typing import Annotated, Any, Literal, get_args, get_origin
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, create_model, model_validator
 from pydantic_core import PydanticCustomError
 
-from blendin_local.engine.messages import MessageError, read_conversation
+from blendin_local.engine.messages import ROLE_ALIASES, ROLES, MessageError, read_conversation
 from blendin_local.engine.prompts import Message, PromptFormatError
 from blendin_local.engine.settings import ALPHA_AUTO, GenerationSettings, value_type
 from blendin_local.interfaces.server.errors import ApiError, as_text, shown
@@ -106,7 +106,7 @@ class OpenAIRequest(RequestBody):
     stream: bool = False
     stream_options: dict[str, Any] | None = None
     max_completion_tokens: WholeNumber | None = Field(None, description="OpenAI's newer name for max_tokens.")
-    n: WholeNumber | None = None
+    n: WholeNumber | None = Field(None, json_schema_extra={"minimum": 1, "maximum": 1})  # one choice per request
     trace: bool = Field(
         False,
         description="With stream: each chunk's blendin object carries the provenance of its text (pieces:"
@@ -131,6 +131,25 @@ def request_type(name: str) -> Any:
     return kind | None
 
 
+# JSON Schema's names for the bounds of annotated_types (pydantic's ge, le, gt, lt).
+_BOUND_KEYWORDS = (("ge", "minimum"), ("le", "maximum"), ("gt", "exclusiveMinimum"), ("lt", "exclusiveMaximum"))
+
+
+def documented_limits(name: str) -> dict[str, Any]:
+    """What the request schema says of a settings field beyond its type: the settings' bounds
+    (numeric keywords, which JSON Schema applies to numbers only, so "auto" and null stay valid)
+    and a Literal's values. The server checks them itself, with a 400 naming the field."""
+    limits: dict[str, Any] = {}
+    for constraint in GenerationSettings.model_fields[name].metadata:
+        for attribute, keyword in _BOUND_KEYWORDS:
+            if getattr(constraint, attribute, None) is not None:
+                limits[keyword] = getattr(constraint, attribute)
+    kind = value_type(name)
+    if get_origin(kind) is Literal:
+        limits["enum"] = [*get_args(kind), None]
+    return limits
+
+
 SETTINGS_FIELDS = tuple(name for name in GenerationSettings.model_fields if name not in NOT_REQUEST_FIELDS)
 # The fields that chat and completion requests share: OpenAI's, and one per generation setting.
 SamplingRequest: type[OpenAIRequest] = create_model(  # type: ignore[call-overload]  # fields built from the settings
@@ -139,7 +158,14 @@ SamplingRequest: type[OpenAIRequest] = create_model(  # type: ignore[call-overlo
     __doc__="A request's sampling and blending fields; null or absent:"
     " the server's default (the `blendin serve` options).",
     **{
-        name: (request_type(name), Field(None, description=GenerationSettings.model_fields[name].description))
+        name: (
+            request_type(name),
+            Field(
+                None,
+                description=GenerationSettings.model_fields[name].description,
+                json_schema_extra=documented_limits(name) or None,
+            ),
+        )
         for name in SETTINGS_FIELDS
     },
 )
@@ -148,20 +174,24 @@ SamplingRequest: type[OpenAIRequest] = create_model(  # type: ignore[call-overlo
 class ChatMessageIn(BaseModel):
     model_config = ConfigDict(extra="allow")
 
-    role: str
+    role: str = Field(json_schema_extra={"enum": [*ROLES, *ROLE_ALIASES]})
     content: str | list[dict[str, Any]] | None = None
 
 
+# The schema states the minimums the server checks itself (its 400 says what is wrong, in words a
+# pydantic message would not find): a conversation of one message or more, and one prompt that
+# is not empty. In JSON Schema minLength constrains only strings and minItems only arrays.
 class ChatRequest(SamplingRequest):
-    messages: list[ChatMessageIn]
+    messages: list[ChatMessageIn] = Field(json_schema_extra={"minItems": 1})
 
 
 class CompletionRequest(SamplingRequest):
-    prompt: str | list[str]
-    echo: bool | None = None
-    logprobs: int | None = None
-    suffix: str | None = None
-    best_of: int | None = None
+    prompt: str | list[str] = Field(json_schema_extra={"minLength": 1, "minItems": 1, "maxItems": 1})
+    # OpenAI's fields this server does not support: only the values that ask for nothing pass
+    echo: bool | None = Field(None, json_schema_extra={"enum": [False, None]})
+    logprobs: int | None = Field(None, json_schema_extra={"maximum": 0})
+    suffix: str | None = Field(None, json_schema_extra={"maxLength": 0})
+    best_of: int | None = Field(None, json_schema_extra={"minimum": 1, "maximum": 1})
 
 
 def request_stops(stop: str | list[str]) -> list[str]:
