@@ -12,6 +12,7 @@ the same name. Its models point at a path or a model spec, and its pairs may car
 
 from __future__ import annotations
 
+import glob
 import hashlib
 import importlib
 import importlib.util
@@ -19,6 +20,7 @@ import os
 import re
 import secrets
 import stat
+import time
 from collections.abc import Callable, Mapping, MutableMapping
 from dataclasses import dataclass, field
 from importlib.resources import files
@@ -101,6 +103,7 @@ class PairEntry:
 
 USER_REGISTRY = Path("blendin") / "registry.toml"  # under $XDG_CONFIG_HOME, default ~/.config
 MAX_REGISTRY_BYTES = 1 << 20  # a registry is a few kB; anything near this is some other file
+STALE_PARTIAL_S = 3600.0  # a model's assembly left this long was killed
 EDIT_WAIT_S = 30.0  # another `models add` holds the registry for milliseconds, or a check of its models' files
 # Names of models and pairs: safe in a TOML key, a shell and a file name, and never a path or a
 # prefixed spec (no "/" and no ":").
@@ -186,10 +189,23 @@ def locate(entry: ModelEntry, verify: bool = True, assemble: bool = True) -> Pat
     return path
 
 
+def _remove_stale_partials(target: Path, now: float | None = None) -> None:
+    """Partial files of `target` that an assembly killed mid-way left (each the model's size): an
+    assembly takes seconds, so one untouched for an hour is no other process's work in progress."""
+    now = time.time() if now is None else now
+    for partial in target.parent.glob(f".{glob.escape(target.name)}.*.partial"):
+        try:
+            if now - partial.stat().st_mtime > STALE_PARTIAL_S:
+                partial.unlink()
+        except OSError:
+            pass  # gone meanwhile, or not ours to remove: it only costs disk
+
+
 def _assemble(entry: ModelEntry, target: Path) -> Path:
     package_dir(entry.module, entry.package)  # a clear message when the package is absent
     assembler = importlib.import_module(entry.module)
     target.parent.mkdir(parents=True, exist_ok=True)
+    _remove_stale_partials(target)
     # a name of its own: two first runs at once must not write one partial file between them
     partial = target.with_name(f".{target.name}.{secrets.token_hex(8)}.partial")
     try:

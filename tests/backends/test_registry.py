@@ -1,5 +1,8 @@
 """The model registry: names, paths, the models cache, sha256 checked once."""
 
+import os
+import time
+
 import pytest
 
 from blendin_local.backends import registry as reg
@@ -72,3 +75,16 @@ def test_header_walk_tells_truncation_from_other_failures(tmp_path):
     header_only = tmp_path / "tiny.gguf"
     header_only.write_bytes(real.read_bytes()[:100])
     assert "truncated or corrupt GGUF header" in explain_load_failure(header_only)
+
+
+def test_partial_files_an_assembly_killed_mid_way_left_are_removed_once_stale(tmp_path):
+    target = tmp_path / "gemma.gguf"
+    stale, fresh = tmp_path / ".gemma.gguf.00aa.partial", tmp_path / ".gemma.gguf.11bb.partial"
+    other = tmp_path / ".other.gguf.22cc.partial"
+    for path in (stale, fresh, other):
+        path.write_bytes(b"GGUF")
+    old = time.time() - reg.STALE_PARTIAL_S - 60
+    os.utime(stale, (old, old))
+    os.utime(other, (old, old))
+    reg._remove_stale_partials(target)
+    assert not stale.exists() and fresh.exists() and other.exists()  # another assembly's may be running
