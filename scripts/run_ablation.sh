@@ -28,3 +28,4 @@ for spec in ifeval:300:1024 xstest:100:256 justeval:100:512; do
 done
 python scripts/ending_sweep.py "$OUT"/ifeval "$OUT"/xstest "$OUT"/justeval --data-dir "$DATA_DIR"
 blendin eval report "$OUT"/ifeval "$OUT"/xstest "$OUT"/justeval --out "$OUT"
+python scripts/ablation_tables.py "$OUT"/summary.csv

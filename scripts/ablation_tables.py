@@ -1,0 +1,107 @@
+#!/usr/bin/env python
+"""Print the ablation's tables in docs/results.md from a report's summary.csv.
+
+`blendin eval report` writes summary.csv with a row per dataset and method; this picks the rows
+the ablation compares, in its order, names the measuring-only rows by what they ran (a
+`+endprobe` row is BlendIn without the ending trigger: `-end`), and prints one Markdown table
+per dataset with the columns docs/results.md shows:
+
+    python scripts/ablation_tables.py docs/results/ablation/summary.csv
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import sys
+from pathlib import Path
+
+THRESHOLDS = ("0.2", "0.02", "0.005")  # the ending thresholds docs/results.md fixed in advance
+ROWS = (
+    "base",
+    "guide",
+    "nudging",
+    "blendin-loop+endprobe",
+    *(f"blendin-loop+end@{t}" for t in THRESHOLDS),
+    "blendin+loop+endprobe",
+    "blendin+loop+end@0.005",
+    "blendin+loop+endprobe+fewshot",
+    "blendin+loop+end+fewshot@0.005",
+)
+
+
+def row_name(method: str) -> str:
+    name = method.replace("+endprobe", "-end")
+    return f"{name} (the paper's)" if name == "blendin-loop-end" else name
+
+
+def interval(row: dict, key: str) -> str:
+    return f"{float(row[key]):.3f} ({float(row[key + '_low']):.2f}-{float(row[key + '_high']):.2f})"
+
+
+def share(row: dict, key: str) -> str:
+    return f"{float(row[key]):.0%}"
+
+
+def ending_cells(row: dict) -> list[str]:
+    """How the answers end, what they cost: the columns every dataset's table has."""
+    return [
+        share(row, "length_share"),
+        share(row, "loop_rate"),
+        f"{float(row['tokens']):.0f}",
+        share(row, "intervention_rate"),
+    ]
+
+
+COLUMNS = {
+    "ifeval": (
+        ["prompt loose", "prompt strict", "inst. loose", "inst. strict"],
+        lambda r: [
+            interval(r, "prompt_loose"),
+            interval(r, "prompt_strict"),
+            f"{float(r['instruction_loose']):.3f}",
+            f"{float(r['instruction_strict']):.3f}",
+        ],
+    ),
+    "xstest": (
+        ["score (interval)", "complied, safe", "refused, unsafe"],
+        lambda r: [interval(r, "score"), f"{float(r['complied_safe']):.3f}", f"{float(r['refused_unsafe']):.3f}"],
+    ),
+    "justeval": ([], lambda r: []),
+}
+
+
+def table(dataset: str, rows: dict[str, dict]) -> str:
+    heads, cells = COLUMNS.get(dataset, ([], lambda r: []))
+    lines = [
+        "| " + " | ".join(["row", "n", *heads, "length", "loops", "tokens", "interventions"]) + " |",
+        "|" + "---|" * (len(heads) + 6),
+    ]
+    for method in ROWS:
+        if method in rows:
+            r = rows[method]
+            lines.append("| " + " | ".join([row_name(method), r["n"], *cells(r), *ending_cells(r)]) + " |")
+    return "\n".join(lines)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("summary", type=Path, help="summary.csv of blendin eval report")
+    args = parser.parse_args()
+    try:
+        with args.summary.open(newline="", encoding="utf-8") as f:
+            found = list(csv.DictReader(f))
+    except (OSError, UnicodeDecodeError, csv.Error) as e:
+        sys.exit(f"ablation_tables: {args.summary}: cannot read it: {e}")
+    by_dataset: dict[str, dict[str, dict]] = {}
+    for row in found:
+        by_dataset.setdefault(row.get("dataset", ""), {})[row.get("method", "")] = row
+    try:
+        for dataset, rows in by_dataset.items():
+            print(f"{dataset}:\n\n{table(dataset, rows)}\n")
+    except (KeyError, ValueError) as e:
+        sys.exit(f"ablation_tables: {args.summary}: not a summary.csv of blendin eval report ({e})")
+
+
+if __name__ == "__main__":
+    main()
