@@ -35,12 +35,19 @@ def row_name(method: str) -> str:
     return f"{name} (the paper's)" if name == "blendin-loop-end" else name
 
 
+def number(row: dict, key: str, form: str = ".3f") -> str:
+    """A cell; "-" where the report has no value (no unsafe prompts among the items, say)."""
+    return format(float(row[key]), form) if row.get(key) not in (None, "") else "-"
+
+
 def interval(row: dict, key: str) -> str:
-    return f"{float(row[key]):.3f} ({float(row[key + '_low']):.2f}-{float(row[key + '_high']):.2f})"
+    if row.get(key) in (None, ""):
+        return "-"
+    return f"{number(row, key)} ({number(row, key + '_low', '.2f')}-{number(row, key + '_high', '.2f')})"
 
 
 def share(row: dict, key: str) -> str:
-    return f"{float(row[key]):.0%}"
+    return number(row, key, ".0%")
 
 
 def ending_cells(row: dict) -> list[str]:
@@ -59,13 +66,13 @@ COLUMNS = {
         lambda r: [
             interval(r, "prompt_loose"),
             interval(r, "prompt_strict"),
-            f"{float(r['instruction_loose']):.3f}",
-            f"{float(r['instruction_strict']):.3f}",
+            number(r, "instruction_loose"),
+            number(r, "instruction_strict"),
         ],
     ),
     "xstest": (
         ["score (interval)", "complied, safe", "refused, unsafe"],
-        lambda r: [interval(r, "score"), f"{float(r['complied_safe']):.3f}", f"{float(r['refused_unsafe']):.3f}"],
+        lambda r: [interval(r, "score"), number(r, "complied_safe"), number(r, "refused_unsafe")],
     ),
     "justeval": ([], lambda r: []),
 }
