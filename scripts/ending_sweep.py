@@ -52,7 +52,10 @@ def main() -> None:
         for folder in args.run_dirs:
             config, rows = read_run(folder)
             probes = {name: records for name, records in rows.items() if is_probe_row(name)}
-            items = {item.id: item for item in load_dataset(config["dataset"], data_dir)}
+            dataset = config.get("dataset")
+            if not isinstance(dataset, str):
+                raise BlendinError(f"{folder}/config.json: names no dataset")
+            items = {item.id: item for item in load_dataset(dataset, data_dir)}
             for name, records in derive_rows(probes, items, args.thresholds).items():
                 write_row(folder, name, records)
                 print(f"{folder}: {name}: {len(records)} answers", file=sys.stderr)

@@ -20,7 +20,8 @@ from blendin_local.engine.methods import METHODS
 from blendin_local.errors import BlendinError, install_hint
 from blendin_local.eval.loops import loops
 from blendin_local.eval.paired import paired_table
-from blendin_local.eval.runs import read_run
+from blendin_local.eval.record_fields import check_records
+from blendin_local.eval.runs import CONFIG_FILE, read_run
 from blendin_local.eval.sessions import read_sessions, sessions_line
 from blendin_local.eval.variants import method_of
 from blendin_local.file_replace import replace_file
@@ -124,9 +125,17 @@ def load_rows(
 ) -> tuple[list[Row], dict[str, dict[str, list[dict]]], dict[str, list[dict]]]:
     """(rows, dataset -> method -> records, dataset -> sessions) of the run folders."""
     rows, records_by_dataset, sessions_by_dataset = [], {}, {}
+    folders: dict[str, Path] = {}
     for run_dir in run_dirs:
         config, by_method = read_run(run_dir)
-        dataset = config["dataset"]
+        dataset = config.get("dataset")
+        if not isinstance(dataset, str) or not dataset:
+            raise BlendinError(f"{run_dir / CONFIG_FILE}: names no dataset; the report cannot read it")
+        if dataset in records_by_dataset:  # its rows, pairs and sessions would mix with the other's
+            raise BlendinError(f"{run_dir} and {folders[dataset]} both hold {dataset} runs: report them one at a time")
+        folders[dataset] = run_dir
+        for method, method_records in by_method.items():
+            check_records(dataset, run_dir / f"{method}.jsonl", method_records)
         records_by_dataset[dataset] = by_method
         sessions_by_dataset[dataset] = read_sessions(run_dir)
         for method in sorted(by_method, key=_row_order):

@@ -1,0 +1,114 @@
+"""`blendin eval report` over run folders it did not write as they are: any value in any field a
+record holds, a configuration without a dataset, two folders of one dataset. Each report is
+written or refused in one error line naming the file, the record and the field."""
+
+import json
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from blendin_local.errors import BlendinError
+from blendin_local.eval.record_fields import check_records
+from blendin_local.eval.report import load_rows, write_report
+
+JSON = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats() | st.text(max_size=6),
+    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=6), inner, max_size=3),
+    max_leaves=8,
+)
+
+
+def ifeval_record(i: int) -> dict:
+    passed = i % 2 == 0
+    return {
+        "id": f"ifeval-{i}",
+        "method": "blendin",
+        "base": "Base",
+        "guide": "Guide",
+        "output": "word " * (i + 3),
+        "score": float(passed),
+        "scoring": {"strict": [passed, True], "loose": [passed, True], "prompt_strict": passed, "prompt_loose": passed},
+        "judge": None,
+        "loglik": None,
+        "stop_reason": "eos" if passed else "length",
+        "n_tokens": 10 + i,
+        "intervention_rate": 0.25,
+        "alphas": [0.5, 0.7],
+        "tokens_per_s": 12.5,
+        "session": 0,
+    }
+
+
+def xstest_record(i: int) -> dict:
+    label = "safe" if i % 2 else "unsafe"
+    return {**ifeval_record(i), "id": f"xstest-{i}", "score": 1.0, "scoring": {"label": label, "refused": i % 3 == 0}}
+
+
+RECORDS = {"ifeval": ifeval_record, "xstest": xstest_record}
+FIELDS = sorted({*ifeval_record(0), "scoring.strict", "scoring.prompt_loose", "scoring.label", "scoring.refused"})
+
+
+def run_folder(path, dataset, by_method):
+    path.mkdir(parents=True)
+    (path / "config.json").write_text(json.dumps({"dataset": dataset}))
+    for method, records in by_method.items():
+        (path / f"{method}.jsonl").write_text("".join(json.dumps(r) + "\n" for r in records))
+    return path
+
+
+@pytest.mark.filterwarnings("ignore:No artists with labels")
+@settings(max_examples=250, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(
+    dataset=st.sampled_from(sorted(RECORDS)),
+    changes=st.lists(st.tuples(st.integers(0, 2), st.sampled_from(FIELDS), JSON), min_size=1, max_size=3),
+)
+def test_any_field_value_gives_a_report_or_one_error_naming_it(tmp_path_factory, dataset, changes):
+    records = [RECORDS[dataset](i) for i in range(3)]
+    for index, field, value in changes:
+        target = records[index]
+        if field.startswith("scoring."):
+            scoring = target["scoring"]  # an earlier change may have put anything there
+            target = target["scoring"] = dict(scoring) if isinstance(scoring, dict) else {}
+            field = field.removeprefix("scoring.")
+        target[field] = value
+    folder = run_folder(
+        tmp_path_factory.mktemp("run") / dataset, dataset, {"blendin": records, "guide": [RECORDS[dataset](0)]}
+    )
+    try:
+        rows, by_dataset, sessions = load_rows([folder])
+    except BlendinError as e:
+        message = str(e)
+        assert "\n" not in message and "blendin.jsonl, " in message  # the record, or a line without an id
+        return
+    report = write_report(rows, by_dataset, sessions, folder / "report")
+    assert report.read_text().startswith("# Results")
+
+
+def test_the_error_names_the_record_and_the_field(tmp_path):
+    records = [ifeval_record(0), {**ifeval_record(1), "n_tokens": "12"}]
+    with pytest.raises(
+        BlendinError, match=r"blendin.jsonl, record 2 \('ifeval-1'\): n_tokens: Input should be a valid integer"
+    ):
+        check_records("ifeval", tmp_path / "blendin.jsonl", records)
+    broken = {**ifeval_record(0), "scoring": {**ifeval_record(0)["scoring"], "strict": []}}
+    with pytest.raises(BlendinError, match="record 1 .*: scoring.strict: List should have at least 1 item"):
+        check_records("ifeval", tmp_path / "blendin.jsonl", [broken])
+    check_records(
+        "gsm8k", tmp_path / "x.jsonl", [{**ifeval_record(0), "scoring": {"anything": [1]}}]
+    )  # no scoring read
+
+
+@pytest.mark.parametrize("config", [{}, {"dataset": ["ifeval"]}, {"dataset": ""}])
+def test_a_configuration_without_a_dataset_is_one_error(tmp_path, config):
+    folder = run_folder(tmp_path / "run", "ifeval", {"blendin": [ifeval_record(0)]})
+    (folder / "config.json").write_text(json.dumps(config))
+    with pytest.raises(BlendinError, match="config.json: names no dataset"):
+        load_rows([folder])
+
+
+def test_two_folders_of_one_dataset_are_refused_naming_both(tmp_path):
+    first = run_folder(tmp_path / "a", "ifeval", {"blendin": [ifeval_record(0)]})
+    second = run_folder(tmp_path / "b", "ifeval", {"guide": [ifeval_record(0)]})
+    with pytest.raises(BlendinError, match=f"{second} and {first} both hold ifeval runs"):
+        load_rows([first, second])
