@@ -32,6 +32,7 @@ class LoglikVerdict(_Checked):
 
 class ReportedRecord(_Checked):
     id: str
+    method: str
     output: str
     score: float | None
     stop_reason: str

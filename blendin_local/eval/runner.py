@@ -12,12 +12,13 @@ in docs/results.md).
 
 from __future__ import annotations
 
+import math
 import queue
 import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Any, Protocol, TypeGuard
 
 from tqdm import tqdm
 
@@ -78,6 +79,10 @@ def sample_record(
     }
 
 
+def _is_number(value: object) -> TypeGuard[float]:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+
 @dataclass
 class LiveStats:
     """Running score and intervention rate per method, for the progress bar."""
@@ -86,9 +91,14 @@ class LiveStats:
     rates: dict[str, list[float]] = field(default_factory=dict)
 
     def add(self, record: dict) -> None:
-        if record["score"] is not None:
-            self.scores.setdefault(record["method"], []).append(record["score"])
-        self.rates.setdefault(record["method"], []).append(record["intervention_rate"])
+        """Count a record; a resumed folder's record of the wrong shape is left out of the bar
+        (the report names it)."""
+        method, score, rate = record.get("method"), record.get("score"), record.get("intervention_rate")
+        if not isinstance(method, str) or not _is_number(rate) or not (score is None or _is_number(score)):
+            return
+        if score is not None:
+            self.scores.setdefault(method, []).append(score)
+        self.rates.setdefault(method, []).append(rate)
 
     def summary(self) -> str:
         parts = []

@@ -11,6 +11,7 @@ from hypothesis import strategies as st
 from blendin_local.errors import BlendinError
 from blendin_local.eval.record_fields import check_records
 from blendin_local.eval.report import load_rows, write_report
+from blendin_local.eval.runner import LiveStats
 
 JSON = st.recursive(
     st.none() | st.booleans() | st.integers() | st.floats() | st.text(max_size=6),
@@ -112,3 +113,16 @@ def test_two_folders_of_one_dataset_are_refused_naming_both(tmp_path):
     second = run_folder(tmp_path / "b", "ifeval", {"guide": [ifeval_record(0)]})
     with pytest.raises(BlendinError, match=f"{second} and {first} both hold ifeval runs"):
         load_rows([first, second])
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    records=st.lists(st.dictionaries(st.sampled_from(["method", "score", "intervention_rate", "id"]), JSON), max_size=5)
+)
+def test_a_resumed_folders_records_of_any_shape_leave_the_progress_bar_working(records):
+    """A resumed run counts its folder's records into the bar before it runs a sample; one of the
+    wrong shape is left out of the counts, never a traceback before the run starts."""
+    stats = LiveStats()
+    for record in [*records, ifeval_record(0)]:
+        stats.add(record)
+    assert "blendin" in stats.summary()
