@@ -22,6 +22,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from blendin_local.errors import BlendinError  # noqa: E402
 from blendin_local.eval.datasets import load_dataset, resolve_data_dir  # noqa: E402
 from blendin_local.eval.ending_sweep import derive_rows, is_probe_row  # noqa: E402
+from blendin_local.eval.record_fields import ProbeRecord, check_records  # noqa: E402
 from blendin_local.eval.runs import read_run  # noqa: E402
 from blendin_local.file_replace import replace_file  # noqa: E402
 
@@ -52,6 +53,8 @@ def main() -> None:
         for folder in args.run_dirs:
             config, rows = read_run(folder)
             probes = {name: records for name, records in rows.items() if is_probe_row(name)}
+            for name, records in probes.items():
+                check_records(str(config.get("dataset")), folder / f"{name}.jsonl", records, ProbeRecord)
             dataset = config.get("dataset")
             if not isinstance(dataset, str):
                 raise BlendinError(f"{folder}/config.json: names no dataset")

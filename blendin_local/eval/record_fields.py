@@ -10,9 +10,9 @@ left as they are, whatever they hold.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, Strict, ValidationError
 
 from blendin_local.errors import BlendinError
 
@@ -47,6 +47,20 @@ class ReportedRecord(_Checked):
     guide: str = ""
 
 
+_Count = Annotated[int, Strict(), Field(ge=0)]
+
+
+class ProbeRecord(ReportedRecord):
+    """A `+endprobe` row's record, as eval/ending_sweep.py cuts it at a threshold."""
+
+    # [tokens, characters, probability]: JSON has no tuples, so the triple is read laxly and its
+    # parts strictly
+    end_checks: list[Annotated[tuple[_Count, _Count, Annotated[float, Strict()]], Strict(False)]] = []
+    intervened: list[int] = []
+    guide_ranks: list[int] = []
+    base_top_p: list[float] = []
+
+
 class IFEvalScoring(_Checked):
     strict: list[bool] = Field(min_length=1)
     loose: list[bool] = Field(min_length=1)
@@ -62,14 +76,15 @@ class XSTestScoring(_Checked):
 SCORINGS: dict[str, type[_Checked]] = {"ifeval": IFEvalScoring, "xstest": XSTestScoring}
 
 
-def check_records(dataset: str, path: Path, records: list[dict]) -> None:
-    """Raise one BlendinError for the first record of `path` (a method's file) the report cannot
-    read: which record, which field, and what is wrong with it."""
+def check_records(dataset: str, path: Path, records: list[dict], kind: type[ReportedRecord] = ReportedRecord) -> None:
+    """Raise one BlendinError for the first record of `path` (a method's file) the report (or,
+    with `kind` ProbeRecord, the ending sweep) cannot read: which record, which field, and what
+    is wrong with it."""
     scoring = SCORINGS.get(dataset)
     for number, record in enumerate(records, 1):
         where = f"{path}, record {number} ({shown(record.get('id'))})"
         try:
-            checked = ReportedRecord.model_validate(record)
+            checked = kind.model_validate(record)
         except ValidationError as e:
             raise _unreadable(where, e, "") from None
         if scoring is not None:
@@ -83,7 +98,7 @@ def _unreadable(where: str, error: ValidationError, prefix: str) -> BlendinError
     first = error.errors()[0]
     field = prefix + ".".join(str(part) for part in first["loc"])
     return BlendinError(
-        f"{where}: {field.rstrip('.') or 'record'}: {first['msg']} (got {shown(first.get('input'))}); the report cannot read it"
+        f"{where}: {field.rstrip('.') or 'record'}: {first['msg']} (got {shown(first.get('input'))}); not as blendin eval writes it"
     )
 
 

@@ -3,6 +3,7 @@ record holds, a configuration without a dataset, two folders of one dataset. Eac
 written or refused in one error line naming the file, the record and the field."""
 
 import json
+from pathlib import Path
 
 import pytest
 from hypothesis import HealthCheck, given, settings
@@ -126,3 +127,30 @@ def test_a_resumed_folders_records_of_any_shape_leave_the_progress_bar_working(r
     for record in [*records, ifeval_record(0)]:
         stats.add(record)
     assert "blendin" in stats.summary()
+
+
+def probe_record(i: int) -> dict:
+    record = {**ifeval_record(i), "method": "blendin+endprobe", "output": "One. Two. Three."}
+    return {**record, "end_checks": [[2, 4, 0.01], [4, 9, 0.3]], "intervened": [0, 3], "alphas": [0.5, 0.7],
+            "guide_ranks": [0, 1], "base_top_p": [0.2, 0.9, 0.9, 0.3, 0.8]}  # fmt: skip
+
+
+@settings(max_examples=200, deadline=None)
+@given(field=st.sampled_from(["end_checks", "intervened", "alphas", "guide_ranks", "base_top_p", "output"]), value=JSON)
+def test_a_probe_record_the_sweep_cannot_cut_is_one_error(field, value):
+    """scripts/ending_sweep.py cuts each +endprobe answer at its first end check over a
+    threshold; a record whose fields cannot be cut is named, or, if accepted, cut without error."""
+    from blendin_local.eval.datasets import EvalItem
+    from blendin_local.eval.ending_sweep import with_ending
+    from blendin_local.eval.record_fields import ProbeRecord
+
+    record = {**probe_record(0), field: value}
+    try:
+        check_records("ifeval", Path("probe.jsonl"), [record], ProbeRecord)
+    except BlendinError as e:
+        assert "probe.jsonl, record 1" in str(e) and field in str(e)
+        return
+    item = EvalItem(dataset="gsm8k", id="ifeval-0", question="q", system="", gold="2")
+    for threshold in (0.005, 0.2, 0.5):
+        derived = with_ending(record, threshold, item, "blendin+end@t")
+        check_records("gsm8k", Path("derived.jsonl"), [derived])  # the report reads what the sweep wrote
