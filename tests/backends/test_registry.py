@@ -88,3 +88,19 @@ def test_partial_files_an_assembly_killed_mid_way_left_are_removed_once_stale(tm
     os.utime(other, (old, old))
     reg._remove_stale_partials(target)
     assert not stale.exists() and fresh.exists() and other.exists()  # another assembly's may be running
+
+
+def test_a_models_folder_that_cannot_be_made_is_one_error_naming_the_setting(tmp_path, monkeypatch):
+    in_the_way = tmp_path / "a-file"
+    in_the_way.write_text("mine")
+    monkeypatch.setenv(reg.MODELS_DIR_ENV, str(in_the_way))
+    chunked = next(name for name, entry in reg.load_registry().models.items() if entry.source == "chunks")
+    with pytest.raises(BlendinError, match=f"cannot make the models folder.*set {reg.MODELS_DIR_ENV}"):
+        reg.resolve_model(chunked)
+    assert in_the_way.read_text() == "mine"
+
+
+def test_the_models_folder_setting_expands_a_leading_tilde(monkeypatch, tmp_path):
+    monkeypatch.setenv("HOME", str(tmp_path))
+    monkeypatch.setenv(reg.MODELS_DIR_ENV, "~/my models")
+    assert reg.models_dir() == tmp_path / "my models"
