@@ -3,6 +3,7 @@
     ollama:NAME[:TAG], ollama:NAMESPACE/NAME[:TAG], ollama:HOST/NAMESPACE/NAME[:TAG]
     hf:ORG/REPO[:QUANT], hf:ORG/REPO/FILE.gguf           (the Hugging Face hub cache)
     lmstudio:PUBLISHER/REPO[:QUANT], lmstudio:PUBLISHER/REPO/FILE.gguf
+    llm:ID, llm:gguf/ID, llm:ALIAS                       (a model llm-gguf registered)
     models:NAME                                          (blendin's own models folder)
 
 Pure filesystem code: nothing here loads a model or touches the network. Every folder, manifest,
@@ -10,8 +11,9 @@ ref and link is hostile input. A spec is bounded and its parts checked against t
 rules of the tool that made the name, so no part can be `..` or hold a separator; a manifest is
 read only if small, and its digest must be `sha256:` and 64 hex digits; the path returned is
 built inside the source's folder (what a symlink there points to is the tool's business, as
-Hugging Face's snapshots are links into its blobs), and must be a regular file. Anything wrong
-is one BlendinError line.
+Hugging Face's snapshots are links into its blobs), and must be a regular file. The exception is
+llm-gguf, whose index names files wherever its user registered them: those paths must be
+absolute and regular files. Anything wrong is one BlendinError line.
 """
 
 from __future__ import annotations
@@ -22,6 +24,8 @@ import re
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+
+import click
 
 from blendin_local.errors import BlendinError
 from blendin_local.user_paths import user_path
@@ -64,7 +68,7 @@ _QUANT_TOKEN = re.compile(r"(?:[IT]?Q\d[A-Z0-9_]*|B?F(?:16|32)|MXFP4[A-Z0-9_]*)"
 class FoundModel:
     """A GGUF file found in a source, and the spec that names it."""
 
-    source: str  # "models", "ollama", "hf" or "lmstudio"
+    source: str  # "models", "ollama", "hf", "lmstudio" or "llm"
     spec: str
     path: Path
 
@@ -88,14 +92,15 @@ def resolve(spec: str, models_folder: Path) -> Path:
 
 
 def discover(models_folder: Path) -> list[FoundModel]:
-    """Every GGUF file in the models folder, Ollama, the Hugging Face cache and LM Studio, each
-    with the shortest spec that resolves back to it (its path where none does)."""
+    """Every GGUF file in the models folder, Ollama, the Hugging Face cache, LM Studio and llm,
+    each with the shortest spec that resolves back to it (its path where none does)."""
     found = []
     for source, files in (  # generators: each reads its folders as it is iterated, in the try
         ("models", _models_folder_files(models_folder)),
         ("ollama", _ollama_files()),
         ("hf", _hf_files()),
         ("lmstudio", _lmstudio_files()),
+        ("llm", _llm_files()),
     ):
         try:
             for specs, path in files:
@@ -518,9 +523,70 @@ def _lmstudio_files() -> Iterator[tuple[list[str], Path]]:
                     yield specs, folder / publisher / repo / file
 
 
+# -- llm (Simon Willison's), through its llm-gguf plugin ------------------------------------------
+
+
+def llm_user_dir() -> Path:
+    """llm's folder (llm/__init__.py, user_dir): $LLM_USER_PATH, else click's application folder
+    for io.datasette.llm (~/.config/io.datasette.llm on Linux, ~/Library/Application
+    Support/io.datasette.llm on macOS)."""
+    configured = os.environ.get("LLM_USER_PATH")
+    return user_path(configured) if configured else Path(click.get_app_dir("io.datasette.llm"))
+
+
+def llm_gguf_models(root: Path) -> dict[str, tuple[str, list[str]]]:
+    """llm-gguf's index, gguf/models.json under llm's folder: model id -> (path, aliases), as
+    `llm gguf download-model` and `llm gguf register-model` write it. Entries of another shape
+    are left out; a missing index is an empty one."""
+    index = root / "gguf" / "models.json"
+    if not index.exists():
+        return {}
+    try:
+        data = json.loads(_read_small(index, MAX_MANIFEST_BYTES, "llm"))
+    except (ValueError, RecursionError):
+        raise BlendinError(f"llm: {_shown(str(index), 300)} is not JSON") from None
+    if not isinstance(data, dict):
+        raise BlendinError(f"llm: {_shown(str(index), 300)} is not a JSON object of models")
+    models = {}
+    for model_id, info in data.items():
+        path = info.get("path") if isinstance(info, dict) else None
+        if isinstance(path, str) and path:
+            aliases = info.get("aliases")
+            models[model_id] = (path, [a for a in aliases if isinstance(a, str)] if isinstance(aliases, list) else [])
+    return models
+
+
+def _resolve_llm(text: str, models_folder: Path) -> Path:
+    """llm:ID (what `llm -m gguf/ID` runs; gguf/ID too) or llm:ALIAS."""
+    name = text.removeprefix("gguf/")
+    root = llm_user_dir()
+    models = llm_gguf_models(root)
+    found = models.get(name) or next((entry for entry in models.values() if name in entry[1]), None)
+    if found is None:
+        known = sorted({*models, *(alias for _, aliases in models.values() for alias in aliases)})
+        raise BlendinError(
+            f"llm:{_shown(text)}: no such model or alias in {_shown(str(root / 'gguf' / 'models.json'), 300)}"
+            f" (there: {_candidates(known)})"
+        )
+    path = Path(found[0])
+    if not path.is_absolute():
+        raise BlendinError(f"llm:{_shown(text)}: its path {_shown(found[0], 300)} is not absolute")
+    return _regular_file(path, f"llm:{_shown(text)}")
+
+
+def _llm_files() -> Iterator[tuple[list[str], Path]]:
+    try:
+        models = llm_gguf_models(llm_user_dir())
+    except BlendinError:
+        return  # a broken index lists nothing; naming one of its models says why
+    for model_id, (path, aliases) in models.items():
+        yield [f"llm:{model_id}", *(f"llm:{alias}" for alias in aliases)], Path(path)
+
+
 SOURCES: dict[str, Callable[[str, Path], Path]] = {
     "models": _resolve_models_folder,
     "ollama": _resolve_ollama,
     "hf": _resolve_hf,
     "lmstudio": _resolve_lmstudio,
+    "llm": _resolve_llm,
 }

@@ -22,7 +22,17 @@ GUIDE = resolve_model("smollm2-135m-instruct")  # SmolLM2-135M-Instruct, Q4_1, a
 HF_REPO = "bartowski/SmolLM2-135M-Instruct-GGUF"
 HF_COMMIT = "0123456789abcdef0123456789abcdef01234567"
 LMSTUDIO_REPO = "lmstudio-community/gemma-3-270m-it-GGUF"
-ENV_VARS = ("OLLAMA_MODELS", "HF_HUB_CACHE", "HUGGINGFACE_HUB_CACHE", "HF_HOME", "XDG_CACHE_HOME", "HOME")
+ENV_VARS = (
+    "OLLAMA_MODELS",
+    "HF_HUB_CACHE",
+    "HUGGINGFACE_HUB_CACHE",
+    "HF_HOME",
+    "XDG_CACHE_HOME",
+    "XDG_CONFIG_HOME",
+    "LLM_USER_PATH",
+    "HOME",
+)
+LLM_ID = "SmolLM2-135M-Instruct-Q4_1"
 FUZZ = settings(deadline=None, database=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 
 
@@ -111,6 +121,13 @@ def write_lmstudio(models: Path, repo: str, files: dict[str, Path]) -> Path:
     return folder
 
 
+def write_llm(root: Path, models: dict) -> Path:
+    """llm-gguf's index, gguf/models.json in llm's folder, as `llm gguf register-model` writes it."""
+    (root / "gguf").mkdir(parents=True, exist_ok=True)
+    (root / "gguf" / "models.json").write_text(json.dumps(models, indent=2))
+    return root
+
+
 @pytest.fixture
 def sources(tmp_path, monkeypatch, sha256):
     """Every source in tmp_path, the environment pointing at them: gemma3:270m in Ollama, the
@@ -126,7 +143,20 @@ def sources(tmp_path, monkeypatch, sha256):
     write_ollama(ollama, "gemma3", "270m", BASE, sha256[BASE])
     write_hf(hub, HF_REPO, {"SmolLM2-135M-Instruct-Q4_1.gguf": GUIDE}, sha256)
     write_lmstudio(home / ".lmstudio" / "models", LMSTUDIO_REPO, {"gemma-3-270m-it-Q4_K_M.gguf": BASE})
-    return {"ollama": ollama, "hub": hub, "home": home, "lmstudio": home / ".lmstudio" / "models"}
+    # `llm gguf download-model` puts the file in its own folder: here, a link to the real guide
+    downloaded = tmp_path / "llm" / "gguf" / "models" / f"{LLM_ID}.gguf"
+    downloaded.parent.mkdir(parents=True)
+    downloaded.symlink_to(GUIDE)
+    llm = write_llm(tmp_path / "llm", {LLM_ID: {"path": str(downloaded), "aliases": ["smol", "s2"]}})
+    monkeypatch.setenv("LLM_USER_PATH", str(llm))
+    return {
+        "ollama": ollama,
+        "hub": hub,
+        "home": home,
+        "lmstudio": home / ".lmstudio" / "models",
+        "llm": llm,
+        "llm_file": downloaded,
+    }
 
 
 def error_line(capsys, *args: str) -> str:
@@ -177,6 +207,30 @@ def test_lmstudio_and_the_models_folder_resolve(sources, tmp_path, monkeypatch, 
     assert path_of(capsys, "smollm2-135m-instruct") == GUIDE  # a registry name: as before
 
 
+def test_an_llm_model_resolves_by_its_id_or_an_alias(sources, tmp_path, capsys):
+    for spec in (f"llm:{LLM_ID}", f"llm:gguf/{LLM_ID}", "llm:smol", "llm:s2"):
+        assert path_of(capsys, spec) == sources["llm_file"]
+    line = error_line(capsys, "models", "path", "llm:nope")
+    assert "llm:nope: no such model or alias" in line and f"there: {LLM_ID}, s2, smol" in line
+    write_llm(sources["llm"], {"rel": {"path": "models/x.gguf"}, "gone": {"path": str(tmp_path / "gone.gguf")}})
+    assert "is not absolute" in error_line(capsys, "models", "path", "llm:rel")
+    assert "does not exist" in error_line(capsys, "models", "path", "llm:gone")
+    for content, needle in ((b"{", "is not JSON"), (b"[]", "not a JSON object"), (b"[" * 100_000, "is not JSON")):
+        (sources["llm"] / "gguf" / "models.json").write_bytes(content)
+        assert needle in error_line(capsys, "models", "path", "llm:smol")
+
+
+def test_llms_folder_is_llm_user_path_else_clicks_application_folder(tmp_path, monkeypatch):
+    for var in ENV_VARS:
+        monkeypatch.delenv(var, raising=False)
+    monkeypatch.setenv("HOME", str(tmp_path))
+    assert model_sources.llm_user_dir() == tmp_path / ".config" / "io.datasette.llm"  # on Linux
+    monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path / "xdg"))
+    assert model_sources.llm_user_dir() == tmp_path / "xdg" / "io.datasette.llm"
+    monkeypatch.setenv("LLM_USER_PATH", "~/llm")
+    assert model_sources.llm_user_dir() == tmp_path / "llm"
+
+
 @pytest.mark.models
 def test_generate_with_a_base_from_ollama_and_a_guide_from_the_hub(sources, capsys):
     cli.main(["generate", "Hi", "-n", "4", "--base", "ollama:gemma3:270m", "--guide", f"hf:{HF_REPO}:Q4_1"])
@@ -187,6 +241,12 @@ def test_generate_with_a_base_from_ollama_and_a_guide_from_the_hub(sources, caps
 @pytest.mark.models
 def test_generate_with_a_base_from_lmstudio_and_a_guide_by_registry_name(sources, capsys):
     cli.main(["generate", "Hi", "-n", "4", "--base", f"lmstudio:{LMSTUDIO_REPO}", "--guide", "smollm2-135m-instruct"])
+    assert capsys.readouterr().out.strip()
+
+
+@pytest.mark.models
+def test_generate_with_a_guide_llm_registered(sources, capsys):
+    cli.main(["generate", "Hi", "-n", "4", "--base", "gemma3-270m", "--guide", "llm:smol"])
     assert capsys.readouterr().out.strip()
 
 
@@ -369,6 +429,7 @@ def test_list_all_shows_every_source_with_its_metadata(sources, capsys):
     assert (hub["quant"], hub["n_vocab"], hub["has_chat_template"]) == ("Q4_1", 49152, True)
     assert lmstudio["source"] == "lmstudio" and lmstudio["error"] is None
     assert rows["smollm2-135m-instruct"]["source"] == "registry"
+    assert rows[f"llm:{LLM_ID}"]["source"] == "llm" and rows[f"llm:{LLM_ID}"]["quant"] == "Q4_1"
     cli.main(["models", "list", "--all"])
     table = capsys.readouterr().out
     assert "ollama:gemma3:270m" in table and "Q4_K_M" in table and "262144" in table
@@ -425,7 +486,7 @@ SPECS = st.one_of(
     st.text(max_size=60),
     st.builds(
         lambda prefix, parts: prefix + "".join(parts),
-        st.sampled_from(["ollama:", "hf:", "lmstudio:", "models:", f"hf:{HF_REPO}", "ollama:gemma3"]),
+        st.sampled_from(["ollama:", "hf:", "lmstudio:", "models:", "llm:", f"hf:{HF_REPO}", "ollama:gemma3", "llm:s"]),
         st.lists(SPEC_ALPHABET, max_size=12),
     ),
 )
@@ -445,6 +506,9 @@ def test_any_spec_is_a_file_inside_its_source_or_one_line(sources, tmp_path, spe
         path = model_sources.resolve(spec, tmp_path / "models")
     except BlendinError as e:
         assert "\n" not in str(e) and "\r" not in str(e) and len(str(e)) < 2000
+        return
+    if spec.startswith("llm:"):  # llm-gguf's index names files wherever they were registered
+        assert path == sources["llm_file"], path
         return
     assert inside(path, roots) and path.is_file(), path
 
