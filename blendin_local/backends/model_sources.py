@@ -4,6 +4,7 @@
     hf:ORG/REPO[:QUANT], hf:ORG/REPO/FILE.gguf           (the Hugging Face hub cache)
     lmstudio:PUBLISHER/REPO[:QUANT], lmstudio:PUBLISHER/REPO/FILE.gguf
     llm:ID, llm:gguf/ID, llm:ALIAS                       (a model llm-gguf registered)
+    llamacpp:USER/MODEL[:TAG], llamacpp:FILE.gguf        (llama.cpp's -hf download cache)
     models:NAME                                          (blendin's own models folder)
 
 Pure filesystem code: nothing here loads a model or touches the network. Every folder, manifest,
@@ -21,6 +22,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import sys
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -68,7 +70,7 @@ _QUANT_TOKEN = re.compile(r"(?:[IT]?Q\d[A-Z0-9_]*|B?F(?:16|32)|MXFP4[A-Z0-9_]*)"
 class FoundModel:
     """A GGUF file found in a source, and the spec that names it."""
 
-    source: str  # "models", "ollama", "hf", "lmstudio" or "llm"
+    source: str  # "models", "ollama", "hf", "lmstudio", "llm" or "llamacpp"
     spec: str
     path: Path
 
@@ -92,8 +94,9 @@ def resolve(spec: str, models_folder: Path) -> Path:
 
 
 def discover(models_folder: Path) -> list[FoundModel]:
-    """Every GGUF file in the models folder, Ollama, the Hugging Face cache, LM Studio and llm,
-    each with the shortest spec that resolves back to it (its path where none does)."""
+    """Every GGUF file in the models folder, Ollama, the Hugging Face cache, LM Studio, llm and
+    llama.cpp's cache, each with the shortest spec that resolves back to it (its path where none
+    does)."""
     found = []
     for source, files in (  # generators: each reads its folders as it is iterated, in the try
         ("models", _models_folder_files(models_folder)),
@@ -101,6 +104,7 @@ def discover(models_folder: Path) -> list[FoundModel]:
         ("hf", _hf_files()),
         ("lmstudio", _lmstudio_files()),
         ("llm", _llm_files()),
+        ("llamacpp", _llamacpp_files()),
     ):
         try:
             for specs, path in files:
@@ -583,10 +587,90 @@ def _llm_files() -> Iterator[tuple[list[str], Path]]:
         yield [f"llm:{model_id}", *(f"llm:{alias}" for alias in aliases)], Path(path)
 
 
+# -- llama.cpp's own download cache (llama-cli / llama-server -hf) ----------------------------------
+
+LLAMACPP_DEFAULT_TAG = "latest"
+
+
+def llamacpp_cache_dir() -> Path:
+    """llama.cpp's cache (common.cpp, fs_get_cache_directory): $LLAMA_CACHE, else llama.cpp in
+    $XDG_CACHE_HOME or ~/.cache on Linux, ~/Library/Caches/llama.cpp on macOS,
+    %LOCALAPPDATA%\\llama.cpp on Windows."""
+    configured = os.environ.get("LLAMA_CACHE")
+    if configured:
+        return user_path(configured)
+    if sys.platform == "darwin":
+        return Path.home() / "Library" / "Caches" / "llama.cpp"
+    if sys.platform == "win32":
+        return Path(os.environ.get("LOCALAPPDATA") or Path.home() / "AppData" / "Local") / "llama.cpp"
+    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "llama.cpp"
+
+
+def _resolve_llamacpp(text: str, models_folder: Path) -> Path:
+    """USER/MODEL[:TAG] as `llama-cli -hf` takes it (the file its cached manifest chose), or a
+    GGUF file of the cache by name."""
+    cache = llamacpp_cache_dir()
+    if "/" not in text:
+        if not _FILE_PART.fullmatch(text) or not text.lower().endswith(".gguf"):
+            raise BlendinError(f"llamacpp:{_shown(text)}: give llamacpp:USER/MODEL[:TAG] or a .gguf file of the cache")
+        return _split_first_part(_regular_file(cache / text, f"llamacpp:{text}"), f"llamacpp:{text}")
+    repo, _, tag = text.partition(":")
+    parts = repo.split("/")
+    tag = tag or LLAMACPP_DEFAULT_TAG
+    if len(parts) != 2 or not all(_REPO_PART.fullmatch(p) for p in parts) or not _QUANT.fullmatch(tag):
+        raise BlendinError(f"llamacpp:{_shown(text)}: give llamacpp:USER/MODEL[:TAG], as llama-cli -hf takes it")
+    what = f"llamacpp:{repo}:{tag}"
+    manifest = cache / f"manifest={parts[0]}={parts[1]}={tag}.json"
+    if not manifest.exists():
+        tags = sorted(
+            name.removeprefix(f"manifest={parts[0]}={parts[1]}=").removesuffix(".json")
+            for name in _names(cache)
+            if name.startswith(f"manifest={parts[0]}={parts[1]}=") and name.endswith(".json")
+        )
+        raise BlendinError(
+            f"{what}: no manifest in llama.cpp's cache {_shown(str(cache), 300)} (tags there: {_candidates(tags)})"
+        )
+    try:
+        data = json.loads(_read_small(manifest, MAX_MANIFEST_BYTES, what))
+    except (ValueError, RecursionError):
+        raise BlendinError(f"{what}: {_shown(str(manifest), 300)} is not JSON") from None
+    gguf = data.get("ggufFile") if isinstance(data, dict) else None
+    file = gguf.get("rfilename") if isinstance(gguf, dict) else None
+    if not isinstance(file, str) or not all(_FILE_PART.fullmatch(p) for p in file.split("/")):
+        raise BlendinError(f"{what}: the manifest names no GGUF file (ggufFile.rfilename)")
+    # llama.cpp's name for it (common/arg.cpp): USER/MODEL_FILE with every '/' made '_'
+    path = cache / f"{repo}_{file}".replace("/", "_")
+    return _split_first_part(_regular_file(path, what), what)
+
+
+def _names(folder: Path) -> list[str]:
+    return [e.name for e in _entries(folder)]
+
+
+def _llamacpp_files() -> Iterator[tuple[list[str], Path]]:
+    cache = llamacpp_cache_dir()
+    named: set[Path] = set()
+    for name in _names(cache):
+        parts = name.removesuffix(".json").split("=")
+        if name.startswith("manifest=") and name.endswith(".json") and len(parts) == 4:
+            user, model, tag = parts[1:]
+            spec = f"llamacpp:{user}/{model}" + ("" if tag == LLAMACPP_DEFAULT_TAG else f":{tag}")
+            try:
+                path = _resolve_llamacpp(spec.removeprefix("llamacpp:"), cache)
+            except BlendinError:
+                continue  # a manifest whose file is gone: nothing to list
+            named.add(path)
+            yield [spec], path
+    for name in _models_among(_gguf_names(cache)):
+        if cache / name not in named:  # a file no manifest chose: a -hff or -mu download
+            yield [f"llamacpp:{name}"], cache / name
+
+
 SOURCES: dict[str, Callable[[str, Path], Path]] = {
     "models": _resolve_models_folder,
     "ollama": _resolve_ollama,
     "hf": _resolve_hf,
     "lmstudio": _resolve_lmstudio,
     "llm": _resolve_llm,
+    "llamacpp": _resolve_llamacpp,
 }

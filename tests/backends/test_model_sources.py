@@ -30,8 +30,10 @@ ENV_VARS = (
     "XDG_CACHE_HOME",
     "XDG_CONFIG_HOME",
     "LLM_USER_PATH",
+    "LLAMA_CACHE",
     "HOME",
 )
+LLAMACPP_FILE = f"{HF_REPO.replace('/', '_')}_SmolLM2-135M-Instruct-Q4_1.gguf"
 LLM_ID = "SmolLM2-135M-Instruct-Q4_1"
 FUZZ = settings(deadline=None, database=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 
@@ -128,6 +130,18 @@ def write_llm(root: Path, models: dict) -> Path:
     return root
 
 
+def write_llamacpp(cache: Path, repo: str, tag: str, file: str, target: Path) -> Path:
+    """What `llama-cli -hf REPO:TAG` leaves: the manifest the hub answered, and the file it chose,
+    named REPO_FILE with every '/' made '_' (here a link to the real one)."""
+    cache.mkdir(parents=True, exist_ok=True)
+    user, model = repo.split("/")
+    manifest = {"ggufFile": {"rfilename": file, "size": target.stat().st_size}}
+    (cache / f"manifest={user}={model}={tag}.json").write_text(json.dumps(manifest))
+    path = cache / f"{repo}_{file}".replace("/", "_")
+    path.symlink_to(target)
+    return path
+
+
 @pytest.fixture
 def sources(tmp_path, monkeypatch, sha256):
     """Every source in tmp_path, the environment pointing at them: gemma3:270m in Ollama, the
@@ -149,6 +163,10 @@ def sources(tmp_path, monkeypatch, sha256):
     downloaded.symlink_to(GUIDE)
     llm = write_llm(tmp_path / "llm", {LLM_ID: {"path": str(downloaded), "aliases": ["smol", "s2"]}})
     monkeypatch.setenv("LLM_USER_PATH", str(llm))
+    llamacpp = tmp_path / "llamacpp"
+    write_llamacpp(llamacpp, HF_REPO, "Q4_1", "SmolLM2-135M-Instruct-Q4_1.gguf", GUIDE)
+    (llamacpp / "ai_gemma3_270M-Q4_K_M.gguf").symlink_to(BASE)  # a download no manifest chose
+    monkeypatch.setenv("LLAMA_CACHE", str(llamacpp))
     return {
         "ollama": ollama,
         "hub": hub,
@@ -156,6 +174,7 @@ def sources(tmp_path, monkeypatch, sha256):
         "lmstudio": home / ".lmstudio" / "models",
         "llm": llm,
         "llm_file": downloaded,
+        "llamacpp": llamacpp,
     }
 
 
@@ -218,6 +237,37 @@ def test_an_llm_model_resolves_by_its_id_or_an_alias(sources, tmp_path, capsys):
     for content, needle in ((b"{", "is not JSON"), (b"[]", "not a JSON object"), (b"[" * 100_000, "is not JSON")):
         (sources["llm"] / "gguf" / "models.json").write_bytes(content)
         assert needle in error_line(capsys, "models", "path", "llm:smol")
+
+
+def test_a_llamacpp_download_resolves_as_llama_cli_hf_names_it(sources, capsys):
+    cache = sources["llamacpp"]
+    assert path_of(capsys, f"llamacpp:{HF_REPO}:Q4_1") == cache / LLAMACPP_FILE
+    assert path_of(capsys, "llamacpp:ai_gemma3_270M-Q4_K_M.gguf") == cache / "ai_gemma3_270M-Q4_K_M.gguf"
+    line = error_line(capsys, "models", "path", f"llamacpp:{HF_REPO}")  # the tag latest was never pulled
+    assert "no manifest in llama.cpp's cache" in line and "tags there: Q4_1" in line
+    (cache / LLAMACPP_FILE).unlink()
+    assert "does not exist" in error_line(capsys, "models", "path", f"llamacpp:{HF_REPO}:Q4_1")
+    manifest = cache / f"manifest={HF_REPO.replace('/', '=')}=Q4_1.json"
+    for content, needle in (
+        (b"{", "is not JSON"),
+        (json.dumps({"ggufFile": {"rfilename": "../../etc/passwd"}}).encode(), "names no GGUF file"),
+        (json.dumps({"ggufFile": "x"}).encode(), "names no GGUF file"),
+    ):
+        manifest.write_bytes(content)
+        assert needle in error_line(capsys, "models", "path", f"llamacpp:{HF_REPO}:Q4_1")
+    for spec in ("llamacpp:a/b/c", "llamacpp:passwd", "llamacpp:..", "llamacpp:a/b:Q4/x"):
+        assert error_line(capsys, "models", "path", spec)
+
+
+def test_llamacpps_cache_is_llama_cache_else_xdg_or_home(tmp_path, monkeypatch):
+    for var in ENV_VARS:
+        monkeypatch.delenv(var, raising=False)
+    monkeypatch.setenv("HOME", str(tmp_path))
+    assert model_sources.llamacpp_cache_dir() == tmp_path / ".cache" / "llama.cpp"  # on Linux
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
+    assert model_sources.llamacpp_cache_dir() == tmp_path / "xdg" / "llama.cpp"
+    monkeypatch.setenv("LLAMA_CACHE", "~/lc")
+    assert model_sources.llamacpp_cache_dir() == tmp_path / "lc"
 
 
 def test_llms_folder_is_llm_user_path_else_clicks_application_folder(tmp_path, monkeypatch):
@@ -430,6 +480,8 @@ def test_list_all_shows_every_source_with_its_metadata(sources, capsys):
     assert lmstudio["source"] == "lmstudio" and lmstudio["error"] is None
     assert rows["smollm2-135m-instruct"]["source"] == "registry"
     assert rows[f"llm:{LLM_ID}"]["source"] == "llm" and rows[f"llm:{LLM_ID}"]["quant"] == "Q4_1"
+    assert rows[f"llamacpp:{HF_REPO}:Q4_1"]["source"] == "llamacpp"
+    assert rows["llamacpp:ai_gemma3_270M-Q4_K_M.gguf"]["architecture"] == "gemma3"
     cli.main(["models", "list", "--all"])
     table = capsys.readouterr().out
     assert "ollama:gemma3:270m" in table and "Q4_K_M" in table and "262144" in table
@@ -486,7 +538,10 @@ SPECS = st.one_of(
     st.text(max_size=60),
     st.builds(
         lambda prefix, parts: prefix + "".join(parts),
-        st.sampled_from(["ollama:", "hf:", "lmstudio:", "models:", "llm:", f"hf:{HF_REPO}", "ollama:gemma3", "llm:s"]),
+        st.sampled_from(
+            ["ollama:", "hf:", "lmstudio:", "models:", "llm:", "llamacpp:", f"hf:{HF_REPO}", "ollama:gemma3", "llm:s"]
+            + [f"llamacpp:{HF_REPO}", "llamacpp:ai_"]
+        ),
         st.lists(SPEC_ALPHABET, max_size=12),
     ),
 )
@@ -501,7 +556,7 @@ def inside(path: Path, roots: list[Path]) -> bool:
 @FUZZ
 @given(spec=SPECS)
 def test_any_spec_is_a_file_inside_its_source_or_one_line(sources, tmp_path, spec):
-    roots = [sources["ollama"], sources["hub"], sources["lmstudio"], tmp_path / "models"]
+    roots = [sources["ollama"], sources["hub"], sources["lmstudio"], sources["llamacpp"], tmp_path / "models"]
     try:
         path = model_sources.resolve(spec, tmp_path / "models")
     except BlendinError as e:
@@ -548,3 +603,28 @@ def test_any_manifest_is_a_blob_inside_blobs_or_one_line(sources, tmp_path, data
         assert "\n" not in str(e) and "\r" not in str(e)
         return
     assert inside(path, [blobs]) and path.name.startswith("sha256-"), path
+
+
+LLAMACPP_MANIFESTS = st.one_of(
+    st.binary(max_size=200),
+    JSON.map(lambda v: json.dumps(v).encode()),
+    st.builds(
+        lambda name: json.dumps({"ggufFile": {"rfilename": name}}).encode(),
+        st.sampled_from(["../x.gguf", "/etc/passwd", "a/../../b.gguf", "SmolLM2-135M-Instruct-Q4_1.gguf", ""])
+        | st.text(max_size=30)
+        | JSON,
+    ),
+)
+
+
+@FUZZ
+@given(data=LLAMACPP_MANIFESTS)
+def test_any_llamacpp_manifest_is_a_file_inside_the_cache_or_one_line(sources, data):
+    cache = sources["llamacpp"]
+    (cache / f"manifest={HF_REPO.replace('/', '=')}=Q4_1.json").write_bytes(data)
+    try:
+        path = model_sources.resolve(f"llamacpp:{HF_REPO}:Q4_1", cache)
+    except BlendinError as e:
+        assert "\n" not in str(e) and len(str(e)) < 2000
+        return
+    assert inside(path, [cache]) and path.is_file(), path

@@ -28,7 +28,7 @@ def models():
     "--all",
     "every_source",
     is_flag=True,
-    help="Every GGUF file: the registry, the models folder, Ollama, the Hugging Face cache, LM Studio, llm.",
+    help="Every GGUF file: the registry, the models folder, Ollama, the Hugging Face cache, LM Studio, llm, llama.cpp's cache.",
 )
 @click.option("--json", "as_json", is_flag=True, help="With --all: one JSON list of the files.")
 def models_list(every_source, as_json):
@@ -59,7 +59,7 @@ def models_list(every_source, as_json):
     folder = model_registry.models_dir()
     for path in sorted(folder.glob("*.gguf")) if folder.is_dir() else []:
         click.echo(f"file {path}")
-    click.echo("(models list --all: GGUF files of Ollama, the Hugging Face cache, LM Studio and llm too)")
+    click.echo("(models list --all: GGUF files of Ollama, the Hugging Face cache, LM Studio, llm and llama.cpp too)")
 
 
 def _list_every_source(as_json: bool) -> None:
