@@ -584,12 +584,15 @@ def _llm_files() -> Iterator[tuple[list[str], Path]]:
     except BlendinError:
         return  # a broken index lists nothing; naming one of its models says why
     for model_id, (path, aliases) in models.items():
-        yield [f"llm:{model_id}", *(f"llm:{alias}" for alias in aliases)], Path(path)
+        if Path(path).is_absolute() and Path(path).is_file():  # naming the others says what is wrong
+            yield [f"llm:{model_id}", *(f"llm:{alias}" for alias in aliases)], Path(path)
 
 
 # -- llama.cpp's own download cache (llama-cli / llama-server -hf) ----------------------------------
 
 LLAMACPP_DEFAULT_TAG = "latest"
+# What a tag may hold here (Q4_K_M, UD-Q4_K_XL, latest): it only goes into a file name built here.
+_LLAMACPP_TAG = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")
 
 
 def llamacpp_cache_dir() -> Path:
@@ -617,7 +620,7 @@ def _resolve_llamacpp(text: str, models_folder: Path) -> Path:
     repo, _, tag = text.partition(":")
     parts = repo.split("/")
     tag = tag or LLAMACPP_DEFAULT_TAG
-    if len(parts) != 2 or not all(_REPO_PART.fullmatch(p) for p in parts) or not _QUANT.fullmatch(tag):
+    if len(parts) != 2 or not all(_REPO_PART.fullmatch(p) for p in parts) or not _LLAMACPP_TAG.fullmatch(tag):
         raise BlendinError(f"llamacpp:{_shown(text)}: give llamacpp:USER/MODEL[:TAG], as llama-cli -hf takes it")
     what = f"llamacpp:{repo}:{tag}"
     manifest = cache / f"manifest={parts[0]}={parts[1]}={tag}.json"
@@ -657,12 +660,14 @@ def _llamacpp_files() -> Iterator[tuple[list[str], Path]]:
             spec = f"llamacpp:{user}/{model}" + ("" if tag == LLAMACPP_DEFAULT_TAG else f":{tag}")
             try:
                 path = _resolve_llamacpp(spec.removeprefix("llamacpp:"), cache)
-            except BlendinError:
-                continue  # a manifest whose file is gone: nothing to list
+            except (BlendinError, OSError):
+                continue  # a manifest whose file is gone, or unreadable: nothing to list
             named.add(path)
             yield [spec], path
     for name in _models_among(_gguf_names(cache)):
-        if cache / name not in named:  # a file no manifest chose: a -hff or -mu download
+        # a file no manifest chose (a -hff or -mu download); a manifest's projector rides along
+        # with its model, saved as USER_MODEL_mmproj-...gguf, and is no model
+        if cache / name not in named and "mmproj" not in name.lower():
             yield [f"llamacpp:{name}"], cache / name
 
 

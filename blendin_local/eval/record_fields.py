@@ -58,7 +58,7 @@ class ProbeRecord(ReportedRecord):
     end_checks: list[Annotated[tuple[_Count, _Count, Annotated[float, Strict()]], Strict(False)]] = []
     intervened: list[int] = []
     guide_ranks: list[int] = []
-    base_top_p: list[float] = []
+    base_top_p: list[float | None] = []  # None where the guide chose a token the base does not have
 
 
 class IFEvalScoring(_Checked):

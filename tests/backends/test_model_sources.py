@@ -259,6 +259,43 @@ def test_a_llamacpp_download_resolves_as_llama_cli_hf_names_it(sources, capsys):
         assert error_line(capsys, "models", "path", spec)
 
 
+def test_llamacpp_tags_projectors_and_a_bad_manifest(sources, capsys):
+    cache = sources["llamacpp"]
+    unsloth = "unsloth/gemma-3-270m-it-GGUF"
+    write_llamacpp(cache, unsloth, "UD-Q4_K_XL", "gemma-3-270m-it-UD-Q4_K_XL.gguf", BASE)  # a tag with a hyphen
+    assert (
+        path_of(capsys, f"llamacpp:{unsloth}:UD-Q4_K_XL").name
+        == "unsloth_gemma-3-270m-it-GGUF_gemma-3-270m-it-UD-Q4_K_XL.gguf"
+    )
+    (cache / "unsloth_gemma-3-270m-it-GGUF_mmproj-F16.gguf").symlink_to(GUIDE)  # a manifest's projector
+    (cache / "manifest=x=y=long.json").write_text(json.dumps({"ggufFile": {"rfilename": "a" * 250 + "/" + "b" * 250}}))
+    cli.main(["models", "list", "--all", "--json"])
+    specs = {row["spec"] for row in json.loads(capsys.readouterr().out)}
+    assert f"llamacpp:{unsloth}:UD-Q4_K_XL" in specs and f"llamacpp:{HF_REPO}:Q4_1" in specs  # the rest still listed
+    assert not any("mmproj" in spec for spec in specs)
+
+
+def test_an_llm_entry_whose_file_is_gone_is_not_listed(sources, tmp_path, capsys):
+    write_llm(sources["llm"], {"gone": {"path": str(tmp_path / "gone.gguf")}, "rel": {"path": "x.gguf"}})
+    cli.main(["models", "list", "--all", "--json"])
+    paths = {row["path"] for row in json.loads(capsys.readouterr().out)}
+    assert str(tmp_path / "gone.gguf") not in paths and "x.gguf" not in paths
+
+
+@pytest.mark.parametrize(
+    "platform,env,expected",
+    [("darwin", {}, "Library/Caches/llama.cpp"), ("win32", {"LOCALAPPDATA": "LAD"}, "LAD/llama.cpp")],
+)
+def test_llamacpps_cache_on_macos_and_windows(tmp_path, monkeypatch, platform, env, expected):
+    for var in ENV_VARS:
+        monkeypatch.delenv(var, raising=False)
+    monkeypatch.setenv("HOME", str(tmp_path))
+    for name, value in env.items():
+        monkeypatch.setenv(name, str(tmp_path / value))
+    monkeypatch.setattr(model_sources.sys, "platform", platform)
+    assert model_sources.llamacpp_cache_dir() == tmp_path / expected
+
+
 def test_llamacpps_cache_is_llama_cache_else_xdg_or_home(tmp_path, monkeypatch):
     for var in ENV_VARS:
         monkeypatch.delenv(var, raising=False)

@@ -129,6 +129,16 @@ def test_a_resumed_folders_records_of_any_shape_leave_the_progress_bar_working(r
     assert "blendin" in stats.summary()
 
 
+def test_a_probe_row_of_any_method_reads(tmp_path):
+    """runner.sample_record writes None in base_top_p where the guide chose a token the base has
+    not (a nudging+endprobe row): the sweep reads it."""
+    from blendin_local.eval.record_fields import ProbeRecord
+
+    check_records(
+        "ifeval", tmp_path / "nudging+endprobe.jsonl", [{**probe_record(0), "base_top_p": [0.5, None]}], ProbeRecord
+    )
+
+
 def probe_record(i: int) -> dict:
     record = {**ifeval_record(i), "method": "blendin+endprobe", "output": "One. Two. Three."}
     return {**record, "end_checks": [[2, 4, 0.01], [4, 9, 0.3]], "intervened": [0, 3], "alphas": [0.5, 0.7],

@@ -658,6 +658,15 @@ def test_every_documented_bound_is_the_servers(client, name, keyword, bound):
     wait_idle(client)
 
 
+def test_the_documented_stop_limits_are_the_servers(client):
+    stop = _request_properties()["stop"]
+    assert (stop["maxItems"], stop["maxLength"]) == (16, 256)
+    assert_error(post(client, "/v1/completions", {"prompt": "Q", "stop": ["x"] * 17}), 400, "stop")
+    assert_error(post(client, "/v1/completions", {"prompt": "Q", "stop": "x" * 257}), 400, "stop")
+    assert post(client, "/v1/completions", {"prompt": "Q", "max_tokens": 2, "stop": ["x"] * 16}).status_code == 200
+    wait_idle(client)
+
+
 def test_the_cli_defaults_are_the_servers():
     assert (MAX_REQUEST_BYTES, MAX_TOKENS_LIMIT, REQUEST_TIMEOUT_S) == (
         DEFAULT_MAX_REQUEST_BYTES,

@@ -105,7 +105,9 @@ class OpenAIRequest(RequestBody):
     model: str | None = None
     stream: bool = False
     stream_options: dict[str, Any] | None = None
-    max_completion_tokens: WholeNumber | None = Field(None, description="OpenAI's newer name for max_tokens.")
+    max_completion_tokens: WholeNumber | None = Field(
+        None, description="OpenAI's newer name for max_tokens.", json_schema_extra={"minimum": 1}
+    )
     n: WholeNumber | None = Field(None, json_schema_extra={"minimum": 1, "maximum": 1})  # one choice per request
     trace: bool = Field(
         False,
@@ -147,6 +149,8 @@ def documented_limits(name: str) -> dict[str, Any]:
     kind = value_type(name)
     if get_origin(kind) is Literal:
         limits["enum"] = [*get_args(kind), None]
+    if name == "stop":  # request_stops' limits: maxItems for a list, maxLength for one string
+        limits.update(maxItems=MAX_STOPS, maxLength=MAX_STOP_CHARS)
     return limits
 
 
@@ -189,7 +193,7 @@ class CompletionRequest(SamplingRequest):
     prompt: str | list[str] = Field(json_schema_extra={"minLength": 1, "minItems": 1, "maxItems": 1})
     # OpenAI's fields this server does not support: only the values that ask for nothing pass
     echo: bool | None = Field(None, json_schema_extra={"enum": [False, None]})
-    logprobs: int | None = Field(None, json_schema_extra={"maximum": 0})
+    logprobs: int | None = Field(None, json_schema_extra={"minimum": 0, "maximum": 0})
     suffix: str | None = Field(None, json_schema_extra={"maxLength": 0})
     best_of: int | None = Field(None, json_schema_extra={"minimum": 1, "maximum": 1})
 
