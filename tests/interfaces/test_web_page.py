@@ -363,25 +363,41 @@ def test_the_conversation_survives_a_reload(page):
     assert saved["settings"]["method"] == page.input_value("#method") and "gamma" in saved["settings"]
 
 
-@pytest.mark.models
-def test_stop_ends_the_stream_and_the_generation(page, server):
-    served_before = httpx.get(f"{server}/health").json()["cancelled"]
-    ask(page, "Write a long story about a dragon.", wait=False, method="blendin", gamma=1.01, max_tokens=400)
-    page.wait_for_selector(".message.assistant:last-child .piece", timeout=120_000)
-    page.click("#stop")
-    answered(page, timeout=10_000)
-    assert page.text_content(".message.assistant:last-child .note") == "stopped"
-    n = page.locator(".message.assistant:last-child .piece").count()
-    deadline = time.monotonic() + 10
-    while True:
-        health = httpx.get(f"{server}/health").json()
-        if not health["running"] and health["cancelled"] > served_before:
-            break
-        assert time.monotonic() < deadline, health
-        time.sleep(0.1)
-    assert health["last_cancelled_tokens"] < 400
-    time.sleep(0.5)
-    assert page.locator(".message.assistant:last-child .piece").count() == n  # nothing more arrived
+def test_stop_ends_the_stream_and_the_generation(browser):
+    """Stop ends the answer on the page and the generation on the server. The pair writes a word
+    every 50 ms and never ends by itself: a real model's greedy answer can end before the click
+    (where it ends depends on the kernels' rounding, docs/design.md), and the test with it."""
+
+    def slowly(seen):
+        time.sleep(0.05)
+        return {b" word": 5.0}
+
+    pair = ScriptedPair(
+        ScriptedModel("base", [EOS, b" word", b"word"], slowly),
+        ScriptedModel("guide", [EOS, b" word", b"word"], slowly),
+    )
+    with serving(create_app(pair, defaults=PLAIN, max_tokens_limit=None)) as url:
+        context = browser.new_context()
+        page = context.new_page()
+        page.goto(url + "/")
+        ready(page)
+        ask(page, "Write a long story about a dragon.", wait=False, method="blendin", gamma=1.01, max_tokens=400)
+        page.wait_for_selector(".message.assistant:last-child .piece", timeout=30_000)
+        page.click("#stop")
+        answered(page, timeout=10_000)
+        assert page.text_content(".message.assistant:last-child .note") == "stopped"
+        n = page.locator(".message.assistant:last-child .piece").count()
+        deadline = time.monotonic() + 10
+        while True:
+            health = httpx.get(f"{url}/health").json()
+            if not health["running"] and health["cancelled"] == 1:
+                break
+            assert time.monotonic() < deadline, health
+            time.sleep(0.1)
+        assert 0 < health["last_cancelled_tokens"] < 400
+        time.sleep(0.5)
+        assert page.locator(".message.assistant:last-child .piece").count() == n  # nothing more arrived
+        context.close()
 
 
 @pytest.mark.models
