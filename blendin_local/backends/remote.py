@@ -128,7 +128,7 @@ class RemoteClient:
                 if response.status_code < 400:
                     try:
                         return response.json()
-                    except ValueError:
+                    except (ValueError, RecursionError):  # nesting deeper than the parser recurses
                         raise BlendinError(
                             f"{url}: the server's answer is not JSON ({_excerpt(response.text)})"
                         ) from None
@@ -156,7 +156,7 @@ def _excerpt(text: str, n: int = 120) -> str:
 def _error_message(response: httpx.Response) -> str:
     try:
         body = response.json()
-    except ValueError:
+    except (ValueError, RecursionError):
         return _excerpt(response.text)
     error = body.get("error", body) if isinstance(body, dict) else body
     if isinstance(error, dict):
@@ -362,7 +362,9 @@ class RemoteModel:
         try:
             choice = data["choices"][0]
         except (KeyError, IndexError, TypeError):
-            raise BlendinError(f"{url}: not a completions answer (no choices): {_excerpt(json.dumps(data))}") from None
+            choice = None
+        if not isinstance(choice, dict):
+            raise BlendinError(f"{url}: not a completions answer (no choices): {_excerpt(json.dumps(data))}")
         stopped = choice.get("finish_reason") == "stop"
         logprobs = choice.get("logprobs")
         if not isinstance(logprobs, dict):

@@ -99,6 +99,8 @@ class Judge:
             )
             response.raise_for_status()
             reply = response.json()["choices"][0]["message"]["content"]
-        except (httpx.HTTPError, KeyError, IndexError, TypeError, ValueError) as e:
+        except (httpx.HTTPError, KeyError, IndexError, TypeError, ValueError, RecursionError) as e:
             raise BlendinError(f"the judge at {self.url} failed on {item.id} ({type(e).__name__}: {e})") from None
+        if reply is not None and not isinstance(reply, str):  # a server's JSON may hold anything there
+            raise BlendinError(f"the judge at {self.url} failed on {item.id} (its message content is not text)")
         return {"score": parse_score(reply or ""), "reply": reply}

@@ -25,6 +25,8 @@ from pathlib import Path
 
 import llama_cpp_server
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from blendin_local.backends.llama import LoadOptions
 from blendin_local.backends.registry import resolve_model
@@ -347,6 +349,51 @@ def test_garbage_answer_is_a_clear_error(canned):
         BlendinError, match=r"/v1/completions: the server's answer is not JSON \('<html>not json</html>'\)"
     ):
         answer(canned, 200, b"<html>not json</html>").logits([1, 2])
+
+
+GOOD_ANSWER = {
+    "choices": [
+        {
+            "text": "a",
+            "finish_reason": "length",
+            "logprobs": {
+                "content": [{"id": 1, "logprob": -0.1, "top_logprobs": [{"id": 1, "token": "a", "logprob": -0.1}]}]
+            },
+        }
+    ]
+}
+JSON = st.recursive(
+    st.none() | st.booleans() | st.integers(-5, 10**20) | st.floats() | st.text(max_size=8),
+    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=8), inner, max_size=3),
+    max_leaves=10,
+)
+
+
+def _replaced(value, path, new):
+    """`value` with the part at `path` (keys and indexes, as far as they go) replaced by `new`."""
+    if not path or not isinstance(value, (dict, list)) or not value:
+        return new
+    key = path[0] % len(value) if isinstance(value, list) else sorted(value)[path[0] % len(value)]
+    copy = list(value) if isinstance(value, list) else dict(value)
+    copy[key] = _replaced(value[key], path[1:], new)
+    return copy
+
+
+@pytest.mark.models
+@settings(max_examples=120, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(
+    path=st.lists(st.integers(0, 5), max_size=7),
+    new=JSON,
+    raw=st.sampled_from([None, b"[" * 100_000, b'{"choices": "abc"}']),
+)
+def test_any_answer_of_a_server_gives_logits_or_one_error(canned, path, new, raw):
+    """A server's answer, however wrong (a part of a good one replaced by any JSON, nesting deeper
+    than the parser recurses), is read or refused in one BlendinError, never a traceback."""
+    model = answer(canned, 200, raw if raw is not None else _replaced(GOOD_ANSWER, path, new))
+    try:
+        model.logits([1, 2])
+    except BlendinError as e:
+        assert "\n" not in str(e)
 
 
 @pytest.mark.models

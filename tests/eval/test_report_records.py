@@ -164,3 +164,26 @@ def test_a_probe_record_the_sweep_cannot_cut_is_one_error(field, value):
     for threshold in (0.005, 0.2, 0.5):
         derived = with_ending(record, threshold, item, "blendin+end@t")
         check_records("gsm8k", Path("derived.jsonl"), [derived])  # the report reads what the sweep wrote
+
+
+@settings(max_examples=150, deadline=None)
+@given(content=JSON, raw=st.sampled_from([None, b"[" * 100_000, b"not json"]))
+def test_a_judges_answer_of_any_shape_is_a_grade_or_one_error(content, raw):
+    """The judge is a server the user names: whatever its answer holds where the reply goes, the
+    grade is a score from text, or one BlendinError."""
+    import httpx
+
+    from blendin_local.eval.datasets import EvalItem
+    from blendin_local.eval.judge import Judge, rubric_for
+
+    body = raw if raw is not None else json.dumps({"choices": [{"message": {"content": content}}]}).encode()
+    transport = httpx.MockTransport(lambda request: httpx.Response(200, content=body))
+    judge = Judge("http://judge.test/v1", "m", client=httpx.Client(transport=transport))
+    item = EvalItem(dataset="truthfulqa", id="t-1", question="q", system="", gold="a")
+    assert rubric_for(item) is not None  # the item is one the judge grades
+    try:
+        grade = judge.grade(item, "an answer")
+    except BlendinError as e:
+        assert "\n" not in str(e) and "t-1" in str(e)
+        return
+    assert grade is None or (grade["reply"] is None or isinstance(grade["reply"], str))
