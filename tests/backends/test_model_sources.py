@@ -296,26 +296,28 @@ def test_llamacpps_cache_on_macos_and_windows(tmp_path, monkeypatch, platform, e
     assert model_sources.llamacpp_cache_dir() == tmp_path / expected
 
 
-def test_llamacpps_cache_is_llama_cache_else_xdg_or_home(tmp_path, monkeypatch):
+@pytest.mark.parametrize(
+    "folder,default,xdg,override",
+    [
+        (model_sources.llamacpp_cache_dir, ".cache/llama.cpp", ("XDG_CACHE_HOME", "llama.cpp"), "LLAMA_CACHE"),
+        (
+            model_sources.llm_user_dir,
+            ".config/io.datasette.llm",
+            ("XDG_CONFIG_HOME", "io.datasette.llm"),
+            "LLM_USER_PATH",
+        ),
+    ],
+)
+def test_llamacpps_and_llms_folders_on_linux(tmp_path, monkeypatch, folder, default, xdg, override):
+    """The default under HOME, then the XDG folder, then the tool's own variable (a ~ expanded)."""
     for var in ENV_VARS:
         monkeypatch.delenv(var, raising=False)
     monkeypatch.setenv("HOME", str(tmp_path))
-    assert model_sources.llamacpp_cache_dir() == tmp_path / ".cache" / "llama.cpp"  # on Linux
-    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
-    assert model_sources.llamacpp_cache_dir() == tmp_path / "xdg" / "llama.cpp"
-    monkeypatch.setenv("LLAMA_CACHE", "~/lc")
-    assert model_sources.llamacpp_cache_dir() == tmp_path / "lc"
-
-
-def test_llms_folder_is_llm_user_path_else_clicks_application_folder(tmp_path, monkeypatch):
-    for var in ENV_VARS:
-        monkeypatch.delenv(var, raising=False)
-    monkeypatch.setenv("HOME", str(tmp_path))
-    assert model_sources.llm_user_dir() == tmp_path / ".config" / "io.datasette.llm"  # on Linux
-    monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path / "xdg"))
-    assert model_sources.llm_user_dir() == tmp_path / "xdg" / "io.datasette.llm"
-    monkeypatch.setenv("LLM_USER_PATH", "~/llm")
-    assert model_sources.llm_user_dir() == tmp_path / "llm"
+    assert folder() == tmp_path / default
+    monkeypatch.setenv(xdg[0], str(tmp_path / "xdg"))
+    assert folder() == tmp_path / "xdg" / xdg[1]
+    monkeypatch.setenv(override, "~/own")
+    assert folder() == tmp_path / "own"
 
 
 @pytest.mark.models
