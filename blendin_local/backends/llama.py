@@ -10,7 +10,10 @@ from __future__ import annotations
 
 import ctypes
 import os
-from collections.abc import Sequence
+import signal
+import threading
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -35,6 +38,28 @@ def init_backend() -> None:
         llama.llama_log_set(_NULL_LOG, ctypes.c_void_p())
         llama.llama_backend_init()
         _backend_ready = True
+
+
+@contextmanager
+def interrupt_after() -> Iterator[None]:
+    """Ctrl-C during a long llama.cpp call (a model load) raises KeyboardInterrupt once the call
+    returns. llama.cpp calls back into Python as it logs (the silencing callback above), and an
+    interrupt raised inside a ctypes callback is only printed, as a traceback, and then lost:
+    the load went on. Signals go to the main thread only; elsewhere this does nothing."""
+    if threading.current_thread() is not threading.main_thread() or signal.getsignal(signal.SIGINT) in (
+        signal.SIG_IGN,
+        None,
+    ):
+        yield
+        return
+    arrived: list[int] = []
+    previous = signal.signal(signal.SIGINT, lambda signum, frame: arrived.append(signum))
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
+    if arrived:
+        raise KeyboardInterrupt
 
 
 def default_threads() -> int:
@@ -84,7 +109,14 @@ class LlamaModel:
             # Decided once per process, before the first weights load (a crash here is a signal).
             model_params.use_extra_bufts = GATE.allows_extra_buffers(repack_setting(options.repack), [path])
         self.uses_extra_buffers = bool(model_params.use_extra_bufts)  # AMX/repacked weights: part of the numbers
-        model = llama.llama_model_load_from_file(str(path).encode(), model_params)
+        model = None
+        try:
+            with interrupt_after():
+                model = llama.llama_model_load_from_file(str(path).encode(), model_params)
+        except KeyboardInterrupt:
+            if model:  # loaded as the interrupt came: freed, not leaked
+                llama.llama_model_free(model)
+            raise
         if not model:
             raise BlendinError(explain_load_failure(path))
         self._model = model
@@ -121,7 +153,16 @@ class LlamaModel:
         ctx_params.n_threads_batch = threads
         # A full-size sliding-window cache (Gemma 3) is what makes rolling back possible.
         ctx_params.swa_full = True
-        ctx = llama.llama_init_from_model(self._model, ctx_params)
+        ctx = None
+        try:
+            with interrupt_after():
+                ctx = llama.llama_init_from_model(self._model, ctx_params)
+        except KeyboardInterrupt:
+            if ctx:
+                llama.llama_free(ctx)
+            llama.llama_model_free(self._model)
+            self._model = None
+            raise
         if not ctx:
             llama.llama_model_free(self._model)
             self._model = None

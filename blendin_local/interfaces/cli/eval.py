@@ -184,6 +184,9 @@ def eval_group(
             )
         ran = run_samples(pairs, items, method_list, common, folder, judge, progress=not no_progress, loglik=loglik)
     except KeyboardInterrupt:
+        if not folder.config:  # before the models loaded: no run was started there
+            click.echo("\nblendin: interrupted before the run started; nothing was written", err=True)
+            sys.exit(130)
         saved = sum(len(ids) for ids in folder.done.values())
         click.echo(f"\nblendin: interrupted; {saved} samples are saved in {out}: continue with --resume", err=True)
         sys.exit(130)
