@@ -246,23 +246,29 @@ def test_a_resume_on_other_threads_says_so_and_the_report_counts_it(tmp_path):
     assert "Runtimes:" in text and "1 in session 1" in text and "base.threads" in text
 
 
-@pytest.mark.models
-def test_ctrl_c_while_the_models_load_leaves_nothing(tmp_path):
-    out = tmp_path / "run"
+def interrupted_eval(out, limit: str, ready, wait_s: float) -> tuple[int, bytes]:
+    """(exit code, stderr) of `blendin eval` sent SIGINT once `ready()` holds."""
     proc = subprocess.Popen(
-        [sys.executable, "-m", "blendin_local", *eval_args(out, limit="2")],
+        [sys.executable, "-m", "blendin_local", *eval_args(out, limit=limit)],
         stdout=subprocess.DEVNULL,
         stderr=subprocess.PIPE,
         preexec_fn=restore_sigint,
     )
-    deadline = time.time() + 60
-    while time.time() < deadline and not out.exists():  # held: the models load next
+    deadline = time.time() + wait_s
+    while time.time() < deadline and not ready():
         time.sleep(0.01)
     proc.send_signal(signal.SIGINT)
     _, err = proc.communicate(timeout=60)
+    return proc.returncode, err
+
+
+@pytest.mark.models
+def test_ctrl_c_while_the_models_load_leaves_nothing(tmp_path):
+    out = tmp_path / "run"
+    code, err = interrupted_eval(out, "2", out.exists, 60)  # held: the models load next
     # 130, or (seen 2 times in 30) killed by the SIGINT itself after the message, which a shell
     # reports as 130 too; never a traceback, nor the interrupt printed from a callback and lost
-    assert proc.returncode in (130, -signal.SIGINT) and b"Traceback" not in err, (proc.returncode, err)
+    assert code in (130, -signal.SIGINT) and b"Traceback" not in err, (code, err)
     if b"before the run started" in err:  # else the load had ended: the usual message, tested below
         assert not out.exists()
 
@@ -270,18 +276,9 @@ def test_ctrl_c_while_the_models_load_leaves_nothing(tmp_path):
 @pytest.mark.models
 def test_ctrl_c_saves_what_is_done(tmp_path):
     out = tmp_path / "run"
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "blendin_local", *eval_args(out, limit="8")],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-        preexec_fn=restore_sigint,
-    )
-    deadline = time.time() + 300
-    while time.time() < deadline and not ((out / "base.jsonl").exists() and ids_in(out / "base.jsonl")):
-        time.sleep(0.2)
-    proc.send_signal(signal.SIGINT)
-    _, err = proc.communicate(timeout=60)
-    assert proc.returncode == 130 and b"--resume" in err and b"Traceback" not in err
+    answers = out / "base.jsonl"
+    code, err = interrupted_eval(out, "8", lambda: answers.exists() and bool(ids_in(answers)), 300)
+    assert code == 130 and b"--resume" in err and b"Traceback" not in err
 
 
 @pytest.mark.models
