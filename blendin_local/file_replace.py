@@ -14,9 +14,9 @@ def replace_file(path: Path, data: str | bytes) -> None:
     """Write `data` (text as UTF-8) to a temporary file beside `path`, flush it to the disk, then
     rename it over `path`. A symbolic link is followed, not replaced; an existing file keeps its
     permissions and a new one gets the umask's, as open() would give it; anything but a regular
-    file in its place is refused. Raises OSError, after
-    removing the temporary file; callers decide whether a failed write is an error (a user's
-    file) or only costs work next time (a cache)."""
+    file in its place is refused. Raises OSError, after removing the temporary file; callers
+    decide whether a failed write is an error (a user's file) or only costs work next time (a
+    cache)."""
     payload = data.encode("utf-8") if isinstance(data, str) else data
     target = path.resolve()
     if target.exists() and not target.is_file():  # a folder, a device, a FIFO: renaming over it would replace it
