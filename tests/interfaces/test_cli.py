@@ -225,6 +225,30 @@ def test_ctrl_c_keeps_what_was_generated():
     assert b"Traceback" not in err and b"stop: interrupted" in err
 
 
+# Run in a child: an import hook stands in for a Ctrl-C that lands while the command line's
+# modules load (the first half second of every command), which a real signal can't hit reliably.
+_INTERRUPTED_IMPORT = """
+import sys
+
+class CtrlCDuringImport:
+    def find_spec(self, name, path=None, target=None):
+        if name == "click":
+            raise KeyboardInterrupt
+
+sys.meta_path.insert(0, CtrlCDuringImport())
+from blendin_local.__main__ import main
+main()
+"""
+
+
+def test_ctrl_c_while_the_command_line_loads_is_one_line_and_130():
+    proc = subprocess.run(
+        [sys.executable, "-c", _INTERRUPTED_IMPORT, "generate", "hi"], capture_output=True, timeout=120
+    )
+    assert proc.returncode == 130, proc.stderr.decode()
+    assert proc.stderr.decode().strip() == "blendin: interrupted"
+
+
 def test_remote_options_fill_remote_settings_with_its_own_defaults():
     import click
     from click.testing import CliRunner
