@@ -12,11 +12,11 @@ import ctypes
 import os
 import signal
 import threading
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import llama_cpp.llama_cpp as llama
 import numpy as np
@@ -26,6 +26,7 @@ from blendin_local.backends.gguf_file import check_gguf_file, display_name, expl
 from blendin_local.engine.model import ContextFull
 from blendin_local.errors import BlendinError
 
+T = TypeVar("T")
 _KEPT_ROWS = 4
 _NULL_LOG = llama.llama_log_callback(lambda level, text, user_data: None)
 _backend_ready = False
@@ -60,6 +61,20 @@ def interrupt_after() -> Iterator[None]:
         signal.signal(signal.SIGINT, previous)
     if arrived:
         raise KeyboardInterrupt
+
+
+def made_interruptibly(create: Callable[[], T], free: Callable[[T], None]) -> T:
+    """What a long llama.cpp call creates (a model, a context), with Ctrl-C deferred to its end
+    (interrupt_after); made as the interrupt came, it is freed, not leaked."""
+    made = None
+    try:
+        with interrupt_after():
+            made = create()
+    except KeyboardInterrupt:
+        if made:
+            free(made)
+        raise
+    return made
 
 
 def default_threads() -> int:
@@ -109,14 +124,9 @@ class LlamaModel:
             # Decided once per process, before the first weights load (a crash here is a signal).
             model_params.use_extra_bufts = GATE.allows_extra_buffers(repack_setting(options.repack), [path])
         self.uses_extra_buffers = bool(model_params.use_extra_bufts)  # AMX/repacked weights: part of the numbers
-        model = None
-        try:
-            with interrupt_after():
-                model = llama.llama_model_load_from_file(str(path).encode(), model_params)
-        except KeyboardInterrupt:
-            if model:  # loaded as the interrupt came: freed, not leaked
-                llama.llama_model_free(model)
-            raise
+        model = made_interruptibly(
+            lambda: llama.llama_model_load_from_file(str(path).encode(), model_params), llama.llama_model_free
+        )
         if not model:
             raise BlendinError(explain_load_failure(path))
         self._model = model
@@ -127,7 +137,11 @@ class LlamaModel:
         self._ctx = None
         self.threads: int | None = None  # of its context; a greedy text depends on it (docs/design.md)
         if not options.vocab_only:
-            self._create_context(options)
+            try:
+                self._create_context(options)
+            except BaseException:  # no context, or Ctrl-C as it was made: the weights are freed, not leaked
+                self.close()
+                raise
         self._piece_buffer = ctypes.create_string_buffer(256)
         self._cached: list[int] = []  # the tokens whose keys and values the context holds
         self._rows: dict[int, np.ndarray] = {}  # logits by position, from recent evaluations
@@ -153,27 +167,17 @@ class LlamaModel:
         ctx_params.n_threads_batch = threads
         # A full-size sliding-window cache (Gemma 3) is what makes rolling back possible.
         ctx_params.swa_full = True
-        ctx = None
-        try:
-            with interrupt_after():
-                ctx = llama.llama_init_from_model(self._model, ctx_params)
-        except KeyboardInterrupt:
-            if ctx:
-                llama.llama_free(ctx)
-            llama.llama_model_free(self._model)
-            self._model = None
-            raise
+        ctx = made_interruptibly(lambda: llama.llama_init_from_model(self._model, ctx_params), llama.llama_free)
         if not ctx:
-            llama.llama_model_free(self._model)
-            self._model = None
             raise BlendinError(f"{self.path}: llama.cpp could not create a context of {ctx_params.n_ctx} tokens")
-        self._ctx = ctx
-        self._memory = llama.llama_get_memory(ctx)
         # What llama.cpp allocated, not what was asked: it rounds the context up (16 -> 256) but
         # caps the batch at the requested context, and a larger batch aborts the process.
+        n_batch = min(options.n_batch, llama.llama_n_batch(ctx), llama.llama_n_ubatch(ctx))
+        self._batch = llama.llama_batch_init(n_batch, 0, 1)
+        self._ctx = ctx  # set last: close() frees the batch with it
+        self._memory = llama.llama_get_memory(ctx)
         self.n_ctx = llama.llama_n_ctx(ctx)
-        self.n_batch = min(options.n_batch, llama.llama_n_batch(ctx), llama.llama_n_ubatch(ctx))
-        self._batch = llama.llama_batch_init(self.n_batch, 0, 1)
+        self.n_batch = n_batch
 
     # -- vocabulary -------------------------------------------------------------------------
 

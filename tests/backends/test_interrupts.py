@@ -7,7 +7,7 @@ import time
 
 import pytest
 
-from blendin_local.backends.llama import interrupt_after
+from blendin_local.backends.llama import interrupt_after, made_interruptibly
 
 
 def test_an_interrupt_during_a_long_call_is_raised_after_it():
@@ -36,3 +36,30 @@ def test_without_an_interrupt_nothing_changes_and_threads_are_left_alone():
     worker.start()
     worker.join()
     assert reached == ["thread"]
+
+
+def test_what_a_call_made_as_the_interrupt_came_is_freed_and_the_interrupt_raised():
+    freed = []
+
+    def create():
+        os.kill(os.getpid(), signal.SIGINT)
+        time.sleep(0.05)
+        return "a context"
+
+    with pytest.raises(KeyboardInterrupt):
+        made_interruptibly(create, freed.append)
+    assert freed == ["a context"]
+
+
+def test_an_interrupted_call_that_made_nothing_frees_nothing_and_an_uninterrupted_one_keeps_it():
+    freed = []
+
+    def create_nothing():
+        os.kill(os.getpid(), signal.SIGINT)
+        time.sleep(0.05)
+        return None  # llama.cpp's NULL: the load failed
+
+    with pytest.raises(KeyboardInterrupt):
+        made_interruptibly(create_nothing, freed.append)
+    assert made_interruptibly(lambda: "a model", freed.append) == "a model"
+    assert freed == []
