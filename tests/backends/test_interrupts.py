@@ -38,28 +38,27 @@ def test_without_an_interrupt_nothing_changes_and_threads_are_left_alone():
     assert reached == ["thread"]
 
 
-def test_what_a_call_made_as_the_interrupt_came_is_freed_and_the_interrupt_raised():
-    freed = []
+def interrupted_while_making(made):
+    """A stand-in for a long llama.cpp call that Ctrl-C hits before it returns `made`."""
 
     def create():
         os.kill(os.getpid(), signal.SIGINT)
         time.sleep(0.05)
-        return "a context"
+        return made
 
+    return create
+
+
+def test_what_a_call_made_as_the_interrupt_came_is_freed_and_the_interrupt_raised():
+    freed = []
     with pytest.raises(KeyboardInterrupt):
-        made_interruptibly(create, freed.append)
+        made_interruptibly(interrupted_while_making("a context"), freed.append)
     assert freed == ["a context"]
 
 
 def test_an_interrupted_call_that_made_nothing_frees_nothing_and_an_uninterrupted_one_keeps_it():
     freed = []
-
-    def create_nothing():
-        os.kill(os.getpid(), signal.SIGINT)
-        time.sleep(0.05)
-        return None  # llama.cpp's NULL: the load failed
-
     with pytest.raises(KeyboardInterrupt):
-        made_interruptibly(create_nothing, freed.append)
+        made_interruptibly(interrupted_while_making(None), freed.append)  # None: llama.cpp's NULL, a failed load
     assert made_interruptibly(lambda: "a model", freed.append) == "a model"
     assert freed == []
