@@ -4,7 +4,8 @@
     hf:ORG/REPO[:QUANT], hf:ORG/REPO/FILE.gguf           (the Hugging Face hub cache)
     lmstudio:PUBLISHER/REPO[:QUANT], lmstudio:PUBLISHER/REPO/FILE.gguf
     llm:ID, llm:gguf/ID, llm:ALIAS                       (a model llm-gguf registered)
-    llamacpp:USER/MODEL[:TAG], llamacpp:FILE.gguf        (llama.cpp's -hf download cache)
+    llamacpp:USER/MODEL[:TAG], llamacpp:USER/MODEL/FILE.gguf, llamacpp:FILE.gguf
+                                                         (llama.cpp's -hf downloads)
     models:NAME                                          (blendin's own models folder)
 
 Pure filesystem code: nothing here loads a model or touches the network. Every folder, manifest,
@@ -589,16 +590,35 @@ def _llm_files() -> Iterator[tuple[list[str], Path]]:
 
 
 # -- llama.cpp's own download cache (llama-cli / llama-server -hf) ----------------------------------
+# Two layouts. Since March 2026 (ggml-org/llama.cpp#20775, common/hf-cache.cpp) `-hf` keeps the
+# Hugging Face hub's layout, in $LLAMA_CACHE or else huggingface_hub's own cache, and moves older
+# downloads there on start-up. Before, it kept a flat folder (the legacy layout below): a
+# manifest per repo and tag, and the files named USER_MODEL_FILE. A user may have either.
 
-LLAMACPP_DEFAULT_TAG = "latest"
-# What a tag may hold here (Q4_K_M, UD-Q4_K_XL, latest): it only goes into a file name built here.
+LLAMACPP_LEGACY_DEFAULT_TAG = "latest"
+# What a tag may hold here (Q4_K_M, UD-Q4_K_XL, latest): it only goes into a file name built
+# here, and into a pattern escaped as text.
 _LLAMACPP_TAG = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")
+# llama.cpp's choice without a tag (common/download.cpp, find_best_model): the first of these
+# quantizations the repo has, else its first model file.
+LLAMACPP_DEFAULT_QUANTS = ("Q4_K_M", "Q8_0")
+# GGUF files that ride along with a model and are none (download.cpp, gguf_filename_is_model):
+# projectors, importance matrices, draft heads for speculative decoding.
+_LLAMACPP_SIDECARS = ("mmproj", "imatrix", "mtp-", "eagle3-", "dflash-", "dspark-")
+
+
+def llamacpp_hub_cache() -> Path:
+    """Where llama.cpp keeps `-hf` downloads in the hub layout (hf-cache.cpp,
+    get_cache_directory): $LLAMA_CACHE, else huggingface_hub's cache, found by the same
+    variables in the same order (hf_hub_cache)."""
+    configured = os.environ.get("LLAMA_CACHE")
+    return user_path(configured) if configured else hf_hub_cache()
 
 
 def llamacpp_cache_dir() -> Path:
-    """llama.cpp's cache (common.cpp, fs_get_cache_directory): $LLAMA_CACHE, else llama.cpp in
-    $XDG_CACHE_HOME or ~/.cache on Linux, ~/Library/Caches/llama.cpp on macOS,
-    %LOCALAPPDATA%\\llama.cpp on Windows."""
+    """llama.cpp's flat cache (common.cpp, fs_get_cache_directory): the legacy `-hf` downloads,
+    and still `-mu` and Docker ones. $LLAMA_CACHE, else llama.cpp in $XDG_CACHE_HOME or ~/.cache
+    on Linux, ~/Library/Caches/llama.cpp on macOS, %LOCALAPPDATA%\\llama.cpp on Windows."""
     configured = os.environ.get("LLAMA_CACHE")
     if configured:
         return user_path(configured)
@@ -610,28 +630,96 @@ def llamacpp_cache_dir() -> Path:
 
 
 def _resolve_llamacpp(text: str, models_folder: Path) -> Path:
-    """USER/MODEL[:TAG] as `llama-cli -hf` takes it (the file its cached manifest chose), or a
-    GGUF file of the cache by name."""
-    cache = llamacpp_cache_dir()
+    """USER/MODEL[:TAG] as `llama-cli -hf` takes it offline, USER/MODEL/FILE.gguf as `-hf
+    USER/MODEL -hff FILE.gguf` does, or a GGUF file of the flat cache by name."""
     if "/" not in text:
+        cache = llamacpp_cache_dir()
         if not _FILE_PART.fullmatch(text) or not text.lower().endswith(".gguf"):
             raise BlendinError(f"llamacpp:{_shown(text)}: give llamacpp:USER/MODEL[:TAG] or a .gguf file of the cache")
         return _split_first_part(_regular_file(cache / text, f"llamacpp:{text}"), f"llamacpp:{text}")
     repo, _, tag = text.partition(":")
     parts = repo.split("/")
-    tag = tag or LLAMACPP_DEFAULT_TAG
-    if len(parts) != 2 or not all(_REPO_PART.fullmatch(p) for p in parts) or not _LLAMACPP_TAG.fullmatch(tag):
-        raise BlendinError(f"llamacpp:{_shown(text)}: give llamacpp:USER/MODEL[:TAG], as llama-cli -hf takes it")
+    if (
+        len(parts) < 2
+        or not all(_REPO_PART.fullmatch(p) for p in parts[:2])
+        or (tag and (len(parts) > 2 or not _LLAMACPP_TAG.fullmatch(tag)))
+        or (
+            len(parts) > 2
+            and (not parts[-1].lower().endswith(".gguf") or not all(_FILE_PART.fullmatch(p) for p in parts[2:]))
+        )
+    ):
+        raise BlendinError(
+            f"llamacpp:{_shown(text)}: give llamacpp:USER/MODEL[:TAG] as llama-cli -hf takes it,"
+            " or llamacpp:USER/MODEL/FILE.gguf"
+        )
+    user, model = parts[:2]
+    file = "/".join(parts[2:]) or None
+    hub_folder = llamacpp_hub_cache() / f"models--{user}--{model}"
+    if hub_folder.is_dir():
+        return _llamacpp_hub_file(hub_folder, f"llamacpp:{text}", tag or None, file)
+    if file is not None:
+        raise BlendinError(f"llamacpp:{_shown(text)}: not in llama.cpp's cache {_shown(str(hub_folder.parent), 300)}")
+    return _llamacpp_legacy_file(f"{user}/{model}", tag or LLAMACPP_LEGACY_DEFAULT_TAG)
+
+
+def _llamacpp_hub_file(repo_folder: Path, what: str, tag: str | None, file: str | None) -> Path:
+    """The file llama.cpp runs from a repo in the hub layout, offline: the snapshot of the
+    branch it last fetched, then the named file, or the first file of the tag (find_best_model)."""
+    snapshot = _llamacpp_snapshot(repo_folder, what)
+    files = _gguf_files(snapshot)
+    if file is not None:
+        chosen = [f for f in files if f.lower() == file.lower()]  # llama.cpp compares -hff without case
+        if not chosen:
+            raise BlendinError(f"{what}: no such file in the snapshot (files: {_candidates(files)})")
+        return _split_first_part(_regular_file(snapshot / chosen[0], what), what)
+    models = [f for f in files if _llamacpp_is_model(f)]
+    for quant in (tag,) if tag else LLAMACPP_DEFAULT_QUANTS:
+        pattern = re.compile(re.escape(quant) + r"[.-]", re.IGNORECASE)
+        chosen = [f for f in models if pattern.search(f)]
+        if chosen:
+            return _split_first_part(_regular_file(snapshot / chosen[0], what), what)
+    if tag is None and models:
+        return _split_first_part(_regular_file(snapshot / models[0], what), what)
+    wanted = f"the tag {tag}" if tag else "a model"
+    raise BlendinError(f"{what}: no GGUF file with {wanted} in the snapshot (models: {_candidates(models)})")
+
+
+def _llamacpp_is_model(file: str) -> bool:
+    """A model file, by its first part if split, and none of the files that ride along."""
+    name = file.rsplit("/", 1)[-1]
+    split = _SPLIT.fullmatch(file)
+    return not any(s in name for s in _LLAMACPP_SIDECARS) and (split is None or split.group(2) == "00001")
+
+
+def _llamacpp_snapshot(repo_folder: Path, what: str) -> Path:
+    """The snapshot of the branch llama.cpp last fetched (hf-cache.cpp, get_cached_ref): refs/main,
+    else the first other ref holding a commit hash."""
+    refs = [e.name for e in _entries(repo_folder / "refs") if e.is_file()]
+    for ref in sorted(refs, key=lambda name: name != "main"):
+        try:
+            commit = _read_small(repo_folder / "refs" / ref, MAX_REF_BYTES, what).decode("ascii", "replace").strip()
+        except BlendinError:
+            continue
+        if _COMMIT.fullmatch(commit) and (repo_folder / "snapshots" / commit).is_dir():
+            return repo_folder / "snapshots" / commit
+    raise BlendinError(f"{what}: no ref in {_shown(str(repo_folder), 300)} names a downloaded snapshot")
+
+
+def _llamacpp_legacy_file(repo: str, tag: str) -> Path:
+    """The file a legacy manifest chose: manifest=USER=MODEL=TAG.json, its ggufFile.rfilename."""
+    cache = llamacpp_cache_dir()
+    user, model = repo.split("/")
     what = f"llamacpp:{repo}:{tag}"
-    manifest = cache / f"manifest={parts[0]}={parts[1]}={tag}.json"
+    manifest = cache / f"manifest={user}={model}={tag}.json"
     if not manifest.exists():
         tags = sorted(
-            name.removeprefix(f"manifest={parts[0]}={parts[1]}=").removesuffix(".json")
+            name.removeprefix(f"manifest={user}={model}=").removesuffix(".json")
             for name in _names(cache)
-            if name.startswith(f"manifest={parts[0]}={parts[1]}=") and name.endswith(".json")
+            if name.startswith(f"manifest={user}={model}=") and name.endswith(".json")
         )
         raise BlendinError(
-            f"{what}: no manifest in llama.cpp's cache {_shown(str(cache), 300)} (tags there: {_candidates(tags)})"
+            f"{what}: not downloaded: no models--{user}--{model} in {_shown(str(llamacpp_hub_cache()), 300)},"
+            f" no manifest in {_shown(str(cache), 300)} (tags there: {_candidates(tags)})"
         )
     try:
         data = json.loads(_read_small(manifest, MAX_MANIFEST_BYTES, what))
@@ -651,15 +739,31 @@ def _names(folder: Path) -> list[str]:
 
 
 def _llamacpp_files() -> Iterator[tuple[list[str], Path]]:
+    hub = llamacpp_hub_cache()
+    if hub != hf_hub_cache():  # else they are huggingface_hub's cache, listed as hf:
+        for folder in _subfolders(hub):
+            parts = folder.split("--")
+            if len(parts) != 3 or parts[0] != "models" or not all(_REPO_PART.fullmatch(p) for p in parts[1:]):
+                continue
+            repo = f"{parts[1]}/{parts[2]}"
+            try:
+                snapshot = _llamacpp_snapshot(hub / folder, f"llamacpp:{repo}")
+            except BlendinError:
+                continue
+            models = [f for f in _gguf_files(snapshot) if _llamacpp_is_model(f)]
+            for file in models:
+                yield _short_specs("llamacpp", repo, file, models), snapshot / file
     cache = llamacpp_cache_dir()
     named: set[Path] = set()
     for name in _names(cache):
         parts = name.removesuffix(".json").split("=")
         if name.startswith("manifest=") and name.endswith(".json") and len(parts) == 4:
             user, model, tag = parts[1:]
-            spec = f"llamacpp:{user}/{model}" + ("" if tag == LLAMACPP_DEFAULT_TAG else f":{tag}")
+            if not (_REPO_PART.fullmatch(user) and _REPO_PART.fullmatch(model) and _LLAMACPP_TAG.fullmatch(tag)):
+                continue
+            spec = f"llamacpp:{user}/{model}" + ("" if tag == LLAMACPP_LEGACY_DEFAULT_TAG else f":{tag}")
             try:
-                path = _resolve_llamacpp(spec.removeprefix("llamacpp:"), cache)
+                path = _llamacpp_legacy_file(f"{user}/{model}", tag)
             except (BlendinError, OSError):
                 continue  # a manifest whose file is gone, or unreadable: nothing to list
             named.add(path)

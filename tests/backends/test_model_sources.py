@@ -244,7 +244,7 @@ def test_a_llamacpp_download_resolves_as_llama_cli_hf_names_it(sources, capsys):
     assert path_of(capsys, f"llamacpp:{HF_REPO}:Q4_1") == cache / LLAMACPP_FILE
     assert path_of(capsys, "llamacpp:ai_gemma3_270M-Q4_K_M.gguf") == cache / "ai_gemma3_270M-Q4_K_M.gguf"
     line = error_line(capsys, "models", "path", f"llamacpp:{HF_REPO}")  # the tag latest was never pulled
-    assert "no manifest in llama.cpp's cache" in line and "tags there: Q4_1" in line
+    assert "not downloaded" in line and "tags there: Q4_1" in line
     (cache / LLAMACPP_FILE).unlink()
     assert "does not exist" in error_line(capsys, "models", "path", f"llamacpp:{HF_REPO}:Q4_1")
     manifest = cache / f"manifest={HF_REPO.replace('/', '=')}=Q4_1.json"
@@ -273,6 +273,74 @@ def test_llamacpp_tags_projectors_and_a_bad_manifest(sources, capsys):
     specs = {row["spec"] for row in json.loads(capsys.readouterr().out)}
     assert f"llamacpp:{unsloth}:UD-Q4_K_XL" in specs and f"llamacpp:{HF_REPO}:Q4_1" in specs  # the rest still listed
     assert not any("mmproj" in spec for spec in specs)
+
+
+UNSLOTH = "unsloth/gemma-3-270m-it-GGUF"
+
+
+def write_llamacpp_hub(cache: Path, files: dict[str, Path], sha256) -> Path:
+    """What `llama-cli -hf` leaves since March 2026: the hub's own layout (as huggingface_hub
+    writes it, write_hf) in llama.cpp's cache, for one repo of several quantizations."""
+    return write_hf(cache, UNSLOTH, files, sha256)
+
+
+def test_a_llamacpp_download_in_the_hub_layout_is_the_file_llama_cli_hf_picks(sources, sha256, capsys):
+    snapshot = write_llamacpp_hub(
+        sources["llamacpp"],
+        {
+            "gemma-3-270m-it-F16.gguf": BASE,
+            "gemma-3-270m-it-Q8_0.gguf": BASE,
+            "mmproj-gemma-3-270m-it-Q4_K_M.gguf": GUIDE,  # rides along: matches Q4_K_M, is no model
+            "split/gemma-3-270m-it-Q5_K_M-00001-of-00002.gguf": BASE,
+            "split/gemma-3-270m-it-Q5_K_M-00002-of-00002.gguf": GUIDE,
+        },
+        sha256,
+    )
+    spec = f"llamacpp:{UNSLOTH}"
+    assert path_of(capsys, spec) == snapshot / "gemma-3-270m-it-Q8_0.gguf"  # no Q4_K_M model: then Q8_0
+    assert path_of(capsys, f"{spec}:f16") == snapshot / "gemma-3-270m-it-F16.gguf"  # a tag, without case
+    assert path_of(capsys, f"{spec}:Q5_K_M") == snapshot / "split/gemma-3-270m-it-Q5_K_M-00001-of-00002.gguf"
+    assert path_of(capsys, f"{spec}/GEMMA-3-270M-IT-F16.GGUF") == snapshot / "gemma-3-270m-it-F16.gguf"  # as -hff
+    line = error_line(capsys, "models", "path", f"{spec}:Q2_K")
+    assert "no GGUF file with the tag Q2_K" in line and "gemma-3-270m-it-F16.gguf" in line and "mmproj" not in line
+    assert "no such file in the snapshot" in error_line(capsys, "models", "path", f"{spec}/nope.gguf")
+    cli.main(["models", "list", "--all", "--json"])
+    specs = {row["spec"]: row["path"] for row in json.loads(capsys.readouterr().out) if row["source"] == "llamacpp"}
+    assert specs[spec] == str(snapshot / "gemma-3-270m-it-Q8_0.gguf")
+    assert specs[f"{spec}:F16"] == str(snapshot / "gemma-3-270m-it-F16.gguf")
+    assert specs[f"{spec}:Q5_K_M"].endswith("Q5_K_M-00001-of-00002.gguf")
+    assert not any("mmproj" in path or "00002-of" in path for path in specs.values())
+    (snapshot / "gemma-3-270m-it-Q4_K_M.gguf").symlink_to(BASE)
+    assert path_of(capsys, spec) == snapshot / "gemma-3-270m-it-Q4_K_M.gguf"  # llama.cpp's first choice
+    (snapshot / "split/gemma-3-270m-it-Q5_K_M-00002-of-00002.gguf").unlink()
+    assert "parts of the split model are missing" in error_line(capsys, "models", "path", f"{spec}:Q5_K_M")
+
+
+def test_llamacpp_reads_the_branch_it_fetched_and_moved_downloads_win(sources, sha256, capsys):
+    cache = sources["llamacpp"]
+    snapshot = write_llamacpp_hub(cache, {"gemma-3-270m-it-Q8_0.gguf": BASE}, sha256)
+    refs = cache / f"models--{UNSLOTH.replace('/', '--')}" / "refs"
+    (refs / "main").rename(refs / "dev")  # no main: the other branch llama.cpp fetched
+    assert path_of(capsys, f"llamacpp:{UNSLOTH}") == snapshot / "gemma-3-270m-it-Q8_0.gguf"
+    (refs / "dev").write_text("not a commit")
+    assert "names a downloaded snapshot" in error_line(capsys, "models", "path", f"llamacpp:{UNSLOTH}")
+    (refs / "main").write_text(HF_COMMIT)
+    # a manifest of the flat layout for the same repo: llama.cpp moved it into the hub layout,
+    # and reads only that one now
+    write_llamacpp(cache, UNSLOTH, "latest", "gemma-3-270m-it-F16.gguf", GUIDE)
+    assert path_of(capsys, f"llamacpp:{UNSLOTH}") == snapshot / "gemma-3-270m-it-Q8_0.gguf"
+
+
+def test_without_llama_cache_llamacpp_reads_the_hub_cache_which_lists_as_hf(sources, capsys, monkeypatch):
+    monkeypatch.delenv("LLAMA_CACHE")
+    snapshot = sources["hub"] / f"models--{HF_REPO.replace('/', '--')}" / "snapshots" / HF_COMMIT
+    assert model_sources.llamacpp_hub_cache() == model_sources.hf_hub_cache() == sources["hub"]
+    assert path_of(capsys, f"llamacpp:{HF_REPO}") == snapshot / "SmolLM2-135M-Instruct-Q4_1.gguf"  # the only model
+    cli.main(["models", "list", "--all", "--json"])
+    rows = json.loads(capsys.readouterr().out)
+    assert [row["spec"] for row in rows if row["path"] == str(snapshot / "SmolLM2-135M-Instruct-Q4_1.gguf")] == [
+        f"hf:{HF_REPO}"
+    ]  # once, as the hub cache's
 
 
 def test_an_llm_entry_whose_file_is_gone_is_not_listed(sources, tmp_path, capsys):
@@ -592,14 +660,21 @@ def inside(path: Path, roots: list[Path]) -> bool:
     return ".." not in path.parts and any(normal.startswith(str(root) + os.sep) for root in roots)
 
 
+def resolved_or_one_line(spec: str, models_folder: Path) -> Path | None:
+    """The file a spec names, or None once its refusal is checked to be one bounded line."""
+    try:
+        return model_sources.resolve(spec, models_folder)
+    except BlendinError as e:
+        assert "\n" not in str(e) and "\r" not in str(e) and len(str(e)) < 2000
+        return None
+
+
 @FUZZ
 @given(spec=SPECS)
 def test_any_spec_is_a_file_inside_its_source_or_one_line(sources, tmp_path, spec):
     roots = [sources["ollama"], sources["hub"], sources["lmstudio"], sources["llamacpp"], tmp_path / "models"]
-    try:
-        path = model_sources.resolve(spec, tmp_path / "models")
-    except BlendinError as e:
-        assert "\n" not in str(e) and "\r" not in str(e) and len(str(e)) < 2000
+    path = resolved_or_one_line(spec, tmp_path / "models")
+    if path is None:
         return
     if spec.startswith("llm:"):  # llm-gguf's index names files wherever they were registered
         assert path == sources["llm_file"], path
@@ -636,12 +711,8 @@ def test_any_manifest_is_a_blob_inside_blobs_or_one_line(sources, tmp_path, data
     manifest = sources["ollama"] / "manifests" / "registry.ollama.ai" / "library" / "fuzz" / "latest"
     manifest.parent.mkdir(parents=True, exist_ok=True)
     manifest.write_bytes(data)
-    try:
-        path = model_sources.resolve("ollama:fuzz", tmp_path / "models")
-    except BlendinError as e:
-        assert "\n" not in str(e) and "\r" not in str(e)
-        return
-    assert inside(path, [blobs]) and path.name.startswith("sha256-"), path
+    path = resolved_or_one_line("ollama:fuzz", tmp_path / "models")
+    assert path is None or inside(path, [blobs]) and path.name.startswith("sha256-"), path
 
 
 LLAMACPP_MANIFESTS = st.one_of(
@@ -661,9 +732,31 @@ LLAMACPP_MANIFESTS = st.one_of(
 def test_any_llamacpp_manifest_is_a_file_inside_the_cache_or_one_line(sources, data):
     cache = sources["llamacpp"]
     (cache / f"manifest={HF_REPO.replace('/', '=')}=Q4_1.json").write_bytes(data)
-    try:
-        path = model_sources.resolve(f"llamacpp:{HF_REPO}:Q4_1", cache)
-    except BlendinError as e:
-        assert "\n" not in str(e) and len(str(e)) < 2000
-        return
-    assert inside(path, [cache]) and path.is_file(), path
+    path = resolved_or_one_line(f"llamacpp:{HF_REPO}:Q4_1", cache)
+    assert path is None or inside(path, [cache]) and path.is_file(), path
+
+
+LLAMACPP_REFS = st.one_of(
+    st.binary(max_size=100),
+    st.sampled_from([HF_COMMIT, HF_COMMIT + "\n", "../../../etc", "0" * 40, HF_COMMIT.upper(), ""]).map(str.encode),
+)
+LLAMACPP_TAGS = st.one_of(
+    st.sampled_from(["", ":Q8_0", ":q8_0", ":F16", ":.*", ":Q", ":Q8_0.", "/gemma-3-270m-it-Q8_0.gguf", "/../x.gguf"]),
+    st.text(alphabet="Q0123456789_KMF.-*+/", max_size=12).map(lambda t: ":" + t),
+)
+
+
+@FUZZ
+@given(ref=LLAMACPP_REFS, ref_name=st.sampled_from(["main", "dev", ".hidden"]), tag=LLAMACPP_TAGS)
+def test_any_llamacpp_ref_and_tag_is_a_file_of_the_snapshot_or_one_line(sources, sha256, ref, ref_name, tag):
+    cache = sources["llamacpp"]
+    folder = cache / f"models--{UNSLOTH.replace('/', '--')}"
+    snapshot = folder / "snapshots" / HF_COMMIT
+    if not folder.exists():  # the fixture's folder lives through the examples: written once
+        write_llamacpp_hub(cache, {"gemma-3-270m-it-Q8_0.gguf": BASE}, sha256)
+    refs = snapshot.parent.parent / "refs"
+    for old in refs.iterdir():
+        old.unlink()
+    (refs / ref_name).write_bytes(ref)
+    path = resolved_or_one_line(f"llamacpp:{UNSLOTH}{tag}", cache)
+    assert path is None or inside(path, [snapshot]) and path.is_file(), path
