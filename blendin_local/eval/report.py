@@ -123,24 +123,66 @@ def summarise(dataset: str, method: str, records: list[dict]) -> Row:
 def load_rows(
     run_dirs: list[Path],
 ) -> tuple[list[Row], dict[str, dict[str, list[dict]]], dict[str, list[dict]]]:
-    """(rows, dataset -> method -> records, dataset -> sessions) of the run folders."""
-    rows, records_by_dataset, sessions_by_dataset = [], {}, {}
-    folders: dict[str, Path] = {}
-    for run_dir in run_dirs:
+    """(rows, dataset -> row name -> records, dataset -> sessions) of the run folders.
+
+    Several folders of one dataset (two pairs, two settings) are shown side by side in its
+    section: their rows are named FOLDER/METHOD, by folder name (by the path given where two
+    names are alike), in the order given; their sessions are joined, each record keeping the
+    session it ran in."""
+    runs = []
+    for run_dir in dict.fromkeys(run_dirs):  # a folder given twice is read once
         config, by_method = read_run(run_dir)
         dataset = config.get("dataset")
         if not isinstance(dataset, str) or not dataset:
             raise BlendinError(f"{run_dir / CONFIG_FILE}: names no dataset; the report cannot read it")
-        if dataset in records_by_dataset:  # its rows, pairs and sessions would mix with the other's
-            raise BlendinError(f"{run_dir} and {folders[dataset]} both hold {dataset} runs: report them one at a time")
-        folders[dataset] = run_dir
         for method, method_records in by_method.items():
             check_records(dataset, run_dir / f"{method}.jsonl", method_records)
-        records_by_dataset[dataset] = by_method
-        sessions_by_dataset[dataset] = read_sessions(run_dir)
-        for method in sorted(by_method, key=_row_order):
-            rows.append(summarise(dataset, method, by_method[method]))
+        runs.append((dataset, run_dir, by_method, read_sessions(run_dir)))
+    rows, records_by_dataset, sessions_by_dataset = [], {}, {}
+    for dataset in dict.fromkeys(run[0] for run in runs):
+        folders = [run[1:] for run in runs if run[0] == dataset]
+        labels = _folder_labels([run_dir for run_dir, _, _ in folders])
+        merged: dict[str, list[dict]] = {}
+        sessions: list[dict] = []
+        for label, (_, by_method, folder_sessions) in zip(labels, folders, strict=True):
+            for method in sorted(by_method, key=_row_order):
+                name = f"{label}/{method}" if label else method
+                merged[name] = [_in_joined_sessions(r, len(sessions)) for r in by_method[method]]
+                rows.append(summarise(dataset, name, merged[name]))
+            sessions += folder_sessions
+        records_by_dataset[dataset] = merged
+        sessions_by_dataset[dataset] = sessions
     return rows, records_by_dataset, sessions_by_dataset
+
+
+def _folder_labels(run_dirs: list[Path]) -> list[str]:
+    """What the rows of each folder are prefixed with: nothing for a dataset's only folder, else
+    the folder's name, or the path as given where names are alike (runs/a/x and runs/b/x)."""
+    if len(run_dirs) == 1:
+        return [""]
+    names = [d.name or str(d) for d in run_dirs]
+    return names if len(set(names)) == len(names) else [str(d) for d in run_dirs]
+
+
+def _in_joined_sessions(record: dict, offset: int) -> dict:
+    """The record with its session index moved past the sessions of the folders before its own."""
+    session = record.get("session")
+    if not offset or type(session) is not int:  # a bool or a list is no index: sessions_line skips it
+        return record
+    return {**record, "session": session + offset}
+
+
+def row_method(name: str) -> str:
+    """The method (or variant) a row shows, without the folder it came from (load_rows)."""
+    return name.rpartition("/")[2]
+
+
+def reference_row(against: str, names: list[str]) -> str | None:
+    """The row a dataset's rows are compared with: `against` by its full name, else (a method
+    name where several folders are side by side) that method's row of the first folder."""
+    if against in names:
+        return against
+    return next((n for n in names if row_method(n) == against and "/" in n), None)
 
 
 def _row_order(name: str) -> tuple[int, int, str]:
@@ -256,7 +298,11 @@ def plot_intervention_vs_score(rows: list[Row], records: dict[str, dict[str, lis
     plt = _pyplot()
     fig, (left, right) = plt.subplots(1, 2, figsize=(11, 4.2))
     for method, marker in (("blendin", "o"), ("nudging", "s")):
-        points = [(r.intervention_rate, r.score, r.dataset) for r in rows if r.method == method and r.score is not None]
+        points = [
+            (r.intervention_rate, r.score, r.dataset + (f" {r.method.rpartition('/')[0]}" if "/" in r.method else ""))
+            for r in rows
+            if row_method(r.method) == method and r.score is not None
+        ]
         if points:
             left.scatter([p[0] for p in points], [p[1] for p in points], marker=marker, label=method)
             for x, y, name in points:
@@ -265,7 +311,14 @@ def plot_intervention_vs_score(rows: list[Row], records: dict[str, dict[str, lis
     left.legend()
     edges = [0.0, 0.1, 0.2, 0.3, 0.5, 1.01]
     for method in ("blendin", "nudging"):
-        samples = [r for by_method in records.values() for r in by_method.get(method, []) if r["score"] is not None]
+        samples = [
+            r
+            for by_method in records.values()
+            for name, named_records in by_method.items()
+            if row_method(name) == method
+            for r in named_records
+            if r["score"] is not None
+        ]
         xs, ys = [], []
         for lo, hi in zip(edges, edges[1:], strict=False):
             inside = [r["score"] for r in samples if lo <= r["intervention_rate"] < hi]
@@ -284,7 +337,14 @@ def plot_intervention_vs_score(rows: list[Row], records: dict[str, dict[str, lis
 def plot_alpha_histograms(records: dict[str, dict[str, list[dict]]], path: Path) -> bool:
     plt = _pyplot()
     series = {
-        d: [a for r in by_method.get("blendin", []) for a in r.get("alphas", [])] for d, by_method in records.items()
+        d: [
+            a
+            for name, rs in by_method.items()
+            if row_method(name) == "blendin"
+            for r in rs
+            for a in r.get("alphas", [])
+        ]
+        for d, by_method in records.items()
     }
     series = {d: v for d, v in series.items() if v}
     if not series:
@@ -342,7 +402,9 @@ def _report_text(
         every_record = [r for method_records in records[dataset].values() for r in method_records]
         runtimes = sessions_line(sessions.get(dataset, []), every_record)
         parts.append(f"## {dataset}\n\n{pairs_line(records[dataset])}{runtimes}{markdown_table(dataset_rows)}\n")
-        paired = paired_table(dataset, records[dataset], against, [r.method for r in dataset_rows])
+        names = [r.method for r in dataset_rows]
+        reference = reference_row(against, names)
+        paired = paired_table(dataset, records[dataset], reference, names) if reference else ""
         if paired:
             parts.append(paired)
     parts.append("![intervention rate against score](intervention_vs_score.png)\n")

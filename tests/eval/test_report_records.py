@@ -1,6 +1,6 @@
 """`blendin eval report` over run folders it did not write as they are: any value in any field a
-record holds, a configuration without a dataset, two folders of one dataset. Each report is
-written or refused in one error line naming the file, the record and the field."""
+record holds, a configuration without a dataset, two folders of one dataset side by side. Each
+report is written or refused in one error line naming the file, the record and the field."""
 
 import json
 from pathlib import Path
@@ -109,11 +109,36 @@ def test_a_configuration_without_a_dataset_is_one_error(tmp_path, config):
         load_rows([folder])
 
 
-def test_two_folders_of_one_dataset_are_refused_naming_both(tmp_path):
-    first = run_folder(tmp_path / "a", "ifeval", {"blendin": [ifeval_record(0)]})
-    second = run_folder(tmp_path / "b", "ifeval", {"guide": [ifeval_record(0)]})
-    with pytest.raises(BlendinError, match=f"{second} and {first} both hold ifeval runs"):
-        load_rows([first, second])
+def test_two_folders_of_one_dataset_are_side_by_side_and_compared_item_by_item(tmp_path):
+    """Two pairs run on one dataset: one section, rows FOLDER/METHOD in the order given, each
+    compared with the first folder's guide on the items both answered; each record keeps the
+    session (and so the runtime) it ran on."""
+    xstest = run_folder(tmp_path / "x", "xstest", {"blendin": [xstest_record(i) for i in range(3)]})
+    llama = run_folder(
+        tmp_path / "llama", "ifeval", {"guide": [ifeval_record(i) for i in range(4)], "blendin": [ifeval_record(0)]}
+    )
+    (llama / "sessions.json").write_text(json.dumps([{"started": "s1", "runtime": {"jobs": 1}}]))
+    better = [{**ifeval_record(i), "score": 1.0, "scoring": {**ifeval_record(0)["scoring"]}} for i in range(4)]
+    qwen = run_folder(tmp_path / "qwen", "ifeval", {"blendin": better})
+    (qwen / "sessions.json").write_text(json.dumps([{"started": "s2", "runtime": {"jobs": 2}}]))
+    rows, by_dataset, sessions = load_rows([xstest, llama, qwen, llama])
+    assert [(r.dataset, r.method, r.n) for r in rows] == [
+        ("xstest", "blendin", 3),  # a dataset's only folder: its rows as ever
+        ("ifeval", "llama/guide", 4),
+        ("ifeval", "llama/blendin", 1),
+        ("ifeval", "qwen/blendin", 4),
+    ]
+    assert [r["session"] for r in by_dataset["ifeval"]["qwen/blendin"]] == [1] * 4  # after llama's one session
+    assert [s["started"] for s in sessions["ifeval"]] == ["s1", "s2"]
+    text = write_report(rows, by_dataset, sessions, tmp_path / "report").read_text()
+    ifeval = text[text.index("## ifeval") :]
+    assert "Against `llama/guide`" in ifeval  # a bare --against: the first folder's row of it
+    assert "| qwen/blendin | prompt loose | 4 | +0.500 |" in ifeval  # 4 of 4 against 2 of 4
+    assert "2 in session 1" not in ifeval and "4 in session 2" in ifeval and "differ in jobs" in ifeval
+    summary = (tmp_path / "report" / "summary.csv").read_text()
+    assert "ifeval,qwen/blendin,4," in summary and "xstest,blendin,3," in summary
+    twins = [run_folder(tmp_path / d / "run", "ifeval", {"guide": [ifeval_record(0)]}) for d in ("a", "b")]
+    assert [r.method for r in load_rows(twins)[0]] == [f"{twins[0]}/guide", f"{twins[1]}/guide"]  # alike names
 
 
 @settings(max_examples=200, deadline=None)
@@ -187,3 +212,19 @@ def test_a_judges_answer_of_any_shape_is_a_grade_or_one_error(content, raw):
         assert "\n" not in str(e) and "t-1" in str(e)
         return
     assert grade is None or (grade["reply"] is None or isinstance(grade["reply"], str))
+
+
+def test_against_names_a_folders_row_or_is_one_error(tmp_path, capsys):
+    from blendin_local.interfaces import cli
+
+    folders = [
+        str(run_folder(tmp_path / name, "ifeval", {"guide": [ifeval_record(0)], "blendin": [ifeval_record(1)]}))
+        for name in ("llama", "qwen")
+    ]
+    cli.main(["eval", "report", *folders, "--out", str(tmp_path / "r"), "--against", "qwen/blendin"])
+    assert "Against `qwen/blendin`" in (tmp_path / "r" / "report.md").read_text()
+    capsys.readouterr()
+    with pytest.raises(SystemExit) as stop:
+        cli.main(["eval", "report", *folders, "--out", str(tmp_path / "r"), "--against", "nudging"])
+    err = capsys.readouterr().err.strip()
+    assert stop.value.code == 1 and err.count("\n") == 0 and "--against 'nudging': no such row" in err, err

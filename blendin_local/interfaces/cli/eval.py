@@ -209,16 +209,19 @@ def eval_group(
     type=UTF8_TEXT,
     default="guide",
     show_default=True,
-    help="report.md also compares every row with this one item by item, where it ran.",
+    help="report.md also compares every row with this one item by item, where it ran (FOLDER/METHOD where"
+    " folders of one dataset are side by side; a bare METHOD is the first folder's).",
 )
 @click.pass_context
 def eval_report(ctx, run_dirs, out, against):
-    """Tables and plots from run folders: blendin eval report runs/gsm8k runs/ifeval --out report."""
-    from blendin_local.eval.report import load_rows, markdown_table, write_report
+    """Tables and plots from run folders: blendin eval report runs/gsm8k runs/ifeval --out report.
+
+    Folders of one dataset (two pairs, say) are shown side by side, their rows named FOLDER/METHOD."""
+    from blendin_local.eval.report import load_rows, markdown_table, reference_row, write_report
 
     rows, records, sessions = load_rows(list(run_dirs))
     names = sorted({r.method for r in rows})
-    if against not in names and ctx.get_parameter_source("against") is not ParameterSource.DEFAULT:
+    if reference_row(against, names) is None and ctx.get_parameter_source("against") is not ParameterSource.DEFAULT:
         raise BlendinError(f"--against {preview(against)}: no such row in these runs (rows: {', '.join(names)})")
     path = write_report(rows, records, sessions, out, against)
     for dataset in dict.fromkeys(r.dataset for r in rows):
