@@ -91,18 +91,24 @@ def table(dataset: str, rows: dict[str, dict]) -> str:
     return "\n".join(lines)
 
 
+def read_summary(path: Path, program: str) -> dict[str, dict[str, dict]]:
+    """dataset -> method -> row of a report's summary.csv; one line and exit 1 if unreadable."""
+    try:
+        with path.open(newline="", encoding="utf-8") as f:
+            found = list(csv.DictReader(f))
+    except (OSError, UnicodeDecodeError, csv.Error) as e:
+        sys.exit(f"{program}: {path}: cannot read it: {e}")
+    by_dataset: dict[str, dict[str, dict]] = {}
+    for row in found:
+        by_dataset.setdefault(row.get("dataset", ""), {})[row.get("method", "")] = row
+    return by_dataset
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("summary", type=Path, help="summary.csv of blendin eval report")
     args = parser.parse_args()
-    try:
-        with args.summary.open(newline="", encoding="utf-8") as f:
-            found = list(csv.DictReader(f))
-    except (OSError, UnicodeDecodeError, csv.Error) as e:
-        sys.exit(f"ablation_tables: {args.summary}: cannot read it: {e}")
-    by_dataset: dict[str, dict[str, dict]] = {}
-    for row in found:
-        by_dataset.setdefault(row.get("dataset", ""), {})[row.get("method", "")] = row
+    by_dataset = read_summary(args.summary, "ablation_tables")
     try:
         for dataset, rows in by_dataset.items():
             print(f"{dataset}:\n\n{table(dataset, rows)}\n")

@@ -29,3 +29,4 @@ done
 python scripts/ending_sweep.py "$OUT"/ifeval "$OUT"/xstest "$OUT"/justeval --data-dir "$DATA_DIR"
 blendin eval report "$OUT"/ifeval "$OUT"/xstest "$OUT"/justeval --out "$OUT"
 python scripts/ablation_tables.py "$OUT"/summary.csv
+python scripts/ablation_choice.py "$OUT"/summary.csv
