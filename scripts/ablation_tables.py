@@ -74,7 +74,9 @@ COLUMNS = {
         ["score (interval)", "complied, safe", "refused, unsafe"],
         lambda r: [interval(r, "score"), number(r, "complied_safe"), number(r, "refused_unsafe")],
     ),
-    "justeval": ([], lambda r: []),
+    # No judge here: JustEval's score is its safety items' refusal rate (scoring.py), the rest
+    # are only generated; how every answer ends is in the shared columns.
+    "justeval": (["refused, safety items"], lambda r: [interval(r, "score")]),
 }
 
 

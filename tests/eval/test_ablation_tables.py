@@ -40,6 +40,7 @@ def test_the_rows_come_in_the_fixed_order_named_by_what_they_ran(tmp_path):
         {"dataset": "ifeval", "method": "guide", "n": "4"},
         {"dataset": "ifeval", "method": "blendin-loop+end@0.3", "n": "3"},  # not a threshold fixed in advance
         {"dataset": "xstest", "method": "guide", "n": "4", "refused_unsafe": ""},
+        {"dataset": "justeval", "method": "guide", "n": "5", "score": "0.25", "score_low": "0.1", "score_high": "0.6"},
     ]
     done = run(summary(tmp_path, rows))
     assert done.returncode == 0, done.stderr
@@ -50,6 +51,9 @@ def test_the_rows_come_in_the_fixed_order_named_by_what_they_ran(tmp_path):
     assert "| 3 | 0.250 (0.50-0.50) |" in paper and "| 90% |" in paper
     xstest = next(line for line in lines[lines.index("xstest:") :] if line.startswith("| guide"))
     assert xstest.split(" | ")[4] == "-"  # no unsafe prompts among the items: no value, no crash
+    assert "| refused, safety items |" in lines[lines.index("justeval:") + 2]
+    justeval = next(line for line in lines[lines.index("justeval:") :] if line.startswith("| guide"))
+    assert justeval.startswith("| guide | 5 | 0.250 (0.10-0.60) |")  # the safety items' refusals
 
 
 def test_a_file_that_is_not_a_summary_is_one_line_and_exit_1(tmp_path):
