@@ -137,9 +137,9 @@ def looks_like_path(spec: str) -> bool:
 
 
 def resolve_model(spec: str, registry: Registry | None = None) -> Path:
-    """A GGUF path for a prefixed spec (ollama:, hf:, lmstudio:, models:; model_sources.py), a
-    user model (the spec or path it stands for), a registry name, a file in the models cache, or
-    a path as given."""
+    """A GGUF path for a prefixed spec (ollama:, hf:, lmstudio:, llm:, llamacpp:, models:;
+    model_sources/), a user model (the spec or path it stands for), a registry name, a file in the
+    models cache, or a path as given."""
     if model_sources.source_of(spec) is not None:
         return model_sources.resolve(spec, models_dir())
     registry = registry or load_registry()

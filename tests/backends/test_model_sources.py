@@ -1,4 +1,4 @@
-"""Models from other tools' folders (model_sources.py): Ollama, the Hugging Face hub cache, LM Studio
+"""Models from other tools' folders (backends/model_sources/): Ollama, the Hugging Face hub cache, LM Studio
 and the models folder, each laid out in a temporary folder as that tool writes it, pointing at the
 real default GGUF files; resolved, listed, and generated with end to end. Bad input is one line."""
 
@@ -13,6 +13,7 @@ from hypothesis import strategies as st
 
 from blendin_local.backends import model_sources
 from blendin_local.backends.gguf_file import GgufHeader, check_gguf_header, display_name
+from blendin_local.backends.model_sources import folders, hugging_face, llamacpp, llm, lmstudio, ollama
 from blendin_local.backends.registry import MODELS_DIR_ENV, file_sha256, models_dir, resolve_model
 from blendin_local.errors import BlendinError
 from blendin_local.interfaces import cli
@@ -334,7 +335,7 @@ def test_llamacpp_reads_the_branch_it_fetched_and_moved_downloads_win(sources, s
 def test_without_llama_cache_llamacpp_reads_the_hub_cache_which_lists_as_hf(sources, capsys, monkeypatch):
     monkeypatch.delenv("LLAMA_CACHE")
     snapshot = sources["hub"] / f"models--{HF_REPO.replace('/', '--')}" / "snapshots" / HF_COMMIT
-    assert model_sources.llamacpp_hub_cache() == model_sources.hf_hub_cache() == sources["hub"]
+    assert llamacpp.hub_cache() == hugging_face.hub_cache() == sources["hub"]
     assert path_of(capsys, f"llamacpp:{HF_REPO}") == snapshot / "SmolLM2-135M-Instruct-Q4_1.gguf"  # the only model
     cli.main(["models", "list", "--all", "--json"])
     rows = json.loads(capsys.readouterr().out)
@@ -360,16 +361,16 @@ def test_llamacpps_cache_on_macos_and_windows(tmp_path, monkeypatch, platform, e
     monkeypatch.setenv("HOME", str(tmp_path))
     for name, value in env.items():
         monkeypatch.setenv(name, str(tmp_path / value))
-    monkeypatch.setattr(model_sources.sys, "platform", platform)
-    assert model_sources.llamacpp_cache_dir() == tmp_path / expected
+    monkeypatch.setattr(llamacpp.sys, "platform", platform)
+    assert llamacpp.flat_cache_dir() == tmp_path / expected
 
 
 @pytest.mark.parametrize(
     "folder,default,xdg,override",
     [
-        (model_sources.llamacpp_cache_dir, ".cache/llama.cpp", ("XDG_CACHE_HOME", "llama.cpp"), "LLAMA_CACHE"),
+        (llamacpp.flat_cache_dir, ".cache/llama.cpp", ("XDG_CACHE_HOME", "llama.cpp"), "LLAMA_CACHE"),
         (
-            model_sources.llm_user_dir,
+            llm.user_dir,
             ".config/io.datasette.llm",
             ("XDG_CONFIG_HOME", "io.datasette.llm"),
             "LLM_USER_PATH",
@@ -423,7 +424,7 @@ def test_an_unknown_tag_lists_the_tags_there(sources, capsys):
 def test_a_manifest_without_a_model_layer_is_one_line(sources, capsys):
     manifest = sources["ollama"] / "manifests" / "registry.ollama.ai" / "library" / "gemma3" / "270m"
     data = json.loads(manifest.read_text())
-    data["layers"] = [layer for layer in data["layers"] if layer["mediaType"] != model_sources.OLLAMA_MODEL_MEDIA_TYPE]
+    data["layers"] = [layer for layer in data["layers"] if layer["mediaType"] != ollama.MODEL_MEDIA_TYPE]
     manifest.write_text(json.dumps(data))
     line = error_line(capsys, "models", "path", "ollama:gemma3:270m")
     assert "no layer of type application/vnd.ollama.image.model" in line
@@ -489,18 +490,16 @@ def test_a_hostile_manifest_is_one_line(sources, tmp_path, capsys):
     folder.mkdir(parents=True)
     (tmp_path / "secret").write_bytes(b"GGUF")
     cases = {
-        "big": (b" " * (model_sources.MAX_MANIFEST_BYTES + 1), "larger than"),
+        "big": (b" " * (folders.MAX_MANIFEST_BYTES + 1), "larger than"),
         "notjson": (b"\xff\xfe{", "not JSON"),
         "deep": (b"[" * 100_000, "not JSON"),
         "nolayers": (b'{"layers": {}}', "no list of layers"),
         "escape": (
-            json.dumps({"layers": [{"mediaType": model_sources.OLLAMA_MODEL_MEDIA_TYPE, "digest": "../../../secret"}]}),
+            json.dumps({"layers": [{"mediaType": ollama.MODEL_MEDIA_TYPE, "digest": "../../../secret"}]}),
             "digest is not sha256",
         ),
         "two": (
-            json.dumps(
-                {"layers": [{"mediaType": model_sources.OLLAMA_MODEL_MEDIA_TYPE, "digest": "sha256:" + "0" * 64}] * 2}
-            ),
+            json.dumps({"layers": [{"mediaType": ollama.MODEL_MEDIA_TYPE, "digest": "sha256:" + "0" * 64}] * 2}),
             "2 layers of type",
         ),
     }
@@ -542,34 +541,34 @@ def test_a_split_model_is_named_by_its_first_part_and_needs_all_parts(sources, c
 
 
 def test_a_quant_is_a_whole_token_of_the_name():
-    assert model_sources._quant_matches("x-Q4_K_M.gguf", "q4_k_m")
-    assert model_sources._quant_matches("llama_3_Q4_K_M.gguf", "Q4_K_M")
-    assert not model_sources._quant_matches("x-Q4_K_M.gguf", "Q4_K")
-    assert not model_sources._quant_matches("x-IQ4_XS.gguf", "Q4_XS")
+    assert folders.quant_matches("x-Q4_K_M.gguf", "q4_k_m")
+    assert folders.quant_matches("llama_3_Q4_K_M.gguf", "Q4_K_M")
+    assert not folders.quant_matches("x-Q4_K_M.gguf", "Q4_K")
+    assert not folders.quant_matches("x-IQ4_XS.gguf", "Q4_XS")
 
 
 def test_where_each_tool_keeps_its_files(tmp_path, monkeypatch):
     for var in ENV_VARS:
         monkeypatch.delenv(var, raising=False)
     monkeypatch.setenv("HOME", str(tmp_path))
-    assert model_sources.ollama_models_dir() == tmp_path / ".ollama" / "models"
-    assert model_sources.hf_hub_cache() == tmp_path / ".cache" / "huggingface" / "hub"
+    assert ollama.models_dir() == tmp_path / ".ollama" / "models"
+    assert hugging_face.hub_cache() == tmp_path / ".cache" / "huggingface" / "hub"
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
-    assert model_sources.hf_hub_cache() == tmp_path / "xdg" / "huggingface" / "hub"
+    assert hugging_face.hub_cache() == tmp_path / "xdg" / "huggingface" / "hub"
     monkeypatch.setenv("HF_HOME", str(tmp_path / "hf"))
-    assert model_sources.hf_hub_cache() == tmp_path / "hf" / "hub"
+    assert hugging_face.hub_cache() == tmp_path / "hf" / "hub"
     monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "cache"))
-    assert model_sources.hf_hub_cache() == tmp_path / "cache"
-    assert model_sources.lmstudio_models_dirs() == []
+    assert hugging_face.hub_cache() == tmp_path / "cache"
+    assert lmstudio.models_dirs() == []
     legacy = tmp_path / ".cache" / "lm-studio" / "models"
     legacy.mkdir(parents=True)
-    assert model_sources.lmstudio_models_dirs() == [legacy]  # LM Studio before 0.3
+    assert lmstudio.models_dirs() == [legacy]  # LM Studio before 0.3
     custom, home = tmp_path / "custom", tmp_path / "elsewhere"
     custom.mkdir()
     home.mkdir()
     (home / "settings.json").write_text(json.dumps({"downloadsFolder": str(custom)}))
     (tmp_path / ".lmstudio-home-pointer").write_text(str(home))
-    assert model_sources.lmstudio_models_dirs() == [custom, legacy]
+    assert lmstudio.models_dirs() == [custom, legacy]
 
 
 # -- models list --all ----------------------------------------------------------------------------
@@ -689,8 +688,7 @@ JSON = st.recursive(
 )
 LAYER = st.fixed_dictionaries(
     {
-        "mediaType": st.sampled_from([model_sources.OLLAMA_MODEL_MEDIA_TYPE, "application/vnd.ollama.image.template"])
-        | JSON,
+        "mediaType": st.sampled_from([ollama.MODEL_MEDIA_TYPE, "application/vnd.ollama.image.template"]) | JSON,
         "digest": st.sampled_from(["sha256:" + "0" * 64, "../../secret", "sha256:../../../secret", "sha256-"]) | JSON,
         "size": st.integers() | JSON,
     }
