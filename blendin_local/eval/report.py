@@ -121,14 +121,15 @@ def summarise(dataset: str, method: str, records: list[dict]) -> Row:
 
 
 def load_rows(
-    run_dirs: list[Path],
+    run_dirs: list[Path], common_items: bool = False
 ) -> tuple[list[Row], dict[str, dict[str, list[dict]]], dict[str, list[dict]]]:
     """(rows, dataset -> row name -> records, dataset -> sessions) of the run folders.
 
     Several folders of one dataset (two pairs, two settings) are shown side by side in its
     section: their rows are named FOLDER/METHOD, by folder name (by the path given where two
     names are alike), in the order given; their sessions are joined, each record keeping the
-    session it ran in."""
+    session it ran in. With `common_items`, each dataset's rows keep only the items every one of
+    them answered: a run still going, or stopped, compared like for like."""
     runs = []
     for run_dir in dict.fromkeys(run_dirs):  # a folder given twice is read once
         config, by_method = read_run(run_dir)
@@ -148,11 +149,19 @@ def load_rows(
             for method in sorted(by_method, key=_row_order):
                 name = f"{label}/{method}" if label else method
                 merged[name] = [_in_joined_sessions(r, len(sessions)) for r in by_method[method]]
-                rows.append(summarise(dataset, name, merged[name]))
             sessions += folder_sessions
+        if common_items:
+            merged = _on_common_items(merged)
+        rows += [summarise(dataset, name, records) for name, records in merged.items()]
         records_by_dataset[dataset] = merged
         sessions_by_dataset[dataset] = sessions
     return rows, records_by_dataset, sessions_by_dataset
+
+
+def _on_common_items(by_row: dict[str, list[dict]]) -> dict[str, list[dict]]:
+    """Each row's records of the items every row has, in its own order."""
+    common = set.intersection(*({r["id"] for r in records} for records in by_row.values())) if by_row else set()
+    return {name: [r for r in records if r["id"] in common] for name, records in by_row.items()}
 
 
 def _folder_labels(run_dirs: list[Path]) -> list[str]:

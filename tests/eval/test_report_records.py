@@ -228,3 +228,17 @@ def test_against_names_a_folders_row_or_is_one_error(tmp_path, capsys):
         cli.main(["eval", "report", *folders, "--out", str(tmp_path / "r"), "--against", "nudging"])
     err = capsys.readouterr().err.strip()
     assert stop.value.code == 1 and err.count("\n") == 0 and "--against 'nudging': no such row" in err, err
+
+
+def test_common_items_compares_a_run_still_going_like_for_like(tmp_path):
+    folder = run_folder(
+        tmp_path / "run",
+        "ifeval",
+        {"guide": [ifeval_record(i) for i in range(4)], "blendin": [ifeval_record(3), ifeval_record(1)]},
+    )
+    assert [(r.method, r.n) for r in load_rows([folder])[0]] == [("guide", 4), ("blendin", 2)]
+    rows, by_dataset, _ = load_rows([folder], common_items=True)
+    assert [(r.method, r.n, r.score) for r in rows] == [("guide", 2, 0.0), ("blendin", 2, 0.0)]  # items 1 and 3
+    assert [r["id"] for r in by_dataset["ifeval"]["blendin"]] == ["ifeval-3", "ifeval-1"]  # their own order
+    empty = run_folder(tmp_path / "empty", "ifeval", {"guide": [ifeval_record(0)], "blendin": []})
+    assert [r.n for r in load_rows([empty], common_items=True)[0]] == [0, 0]

@@ -212,14 +212,19 @@ def eval_group(
     help="report.md also compares every row with this one item by item, where it ran (FOLDER/METHOD where"
     " folders of one dataset are side by side; a bare METHOD is the first folder's).",
 )
+@click.option(
+    "--common-items",
+    is_flag=True,
+    help="Each dataset's rows on the items every one of them answered (a run still going, compared like for like).",
+)
 @click.pass_context
-def eval_report(ctx, run_dirs, out, against):
+def eval_report(ctx, run_dirs, out, against, common_items):
     """Tables and plots from run folders: blendin eval report runs/gsm8k runs/ifeval --out report.
 
     Folders of one dataset (two pairs, say) are shown side by side, their rows named FOLDER/METHOD."""
     from blendin_local.eval.report import load_rows, markdown_table, reference_row, write_report
 
-    rows, records, sessions = load_rows(list(run_dirs))
+    rows, records, sessions = load_rows(list(run_dirs), common_items)
     names = sorted({r.method for r in rows})
     if reference_row(against, names) is None and ctx.get_parameter_source("against") is not ParameterSource.DEFAULT:
         raise BlendinError(f"--against {preview(against)}: no such row in these runs (rows: {', '.join(names)})")
