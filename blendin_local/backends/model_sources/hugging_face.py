@@ -53,13 +53,19 @@ def resolve(text: str, models_folder: Path) -> Path:
     return pick_file(snapshot, what, selector, is_file)
 
 
-def files() -> Iterator[tuple[list[str], Path]]:
-    cache = hub_cache()
+def model_repos(cache: Path) -> Iterator[tuple[str, str, str]]:
+    """(folder, ORG, REPO) of every model repo in a cache of the hub's layout (models--ORG--REPO);
+    datasets, spaces and repos without an organisation are left out. llama.cpp's cache has it too."""
     for folder in subfolders(cache):
         parts = folder.split("--")
-        if len(parts) != 3 or parts[0] != "models":
-            continue  # datasets, spaces, and repos without an organisation
-        repo = f"{parts[1]}/{parts[2]}"
+        if len(parts) == 3 and parts[0] == "models":
+            yield folder, parts[1], parts[2]
+
+
+def files() -> Iterator[tuple[list[str], Path]]:
+    cache = hub_cache()
+    for folder, org, name in model_repos(cache):
+        repo = f"{org}/{name}"
         try:
             snapshot = _snapshot(cache / folder, f"hf:{repo}")
         except BlendinError:

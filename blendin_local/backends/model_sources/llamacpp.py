@@ -34,9 +34,9 @@ from blendin_local.backends.model_sources.folders import (
     short_specs,
     shown,
     split_first_part,
-    subfolders,
 )
 from blendin_local.backends.model_sources.hugging_face import hub_cache as hf_hub_cache
+from blendin_local.backends.model_sources.hugging_face import model_repos
 from blendin_local.errors import BlendinError
 from blendin_local.user_paths import user_path
 
@@ -182,11 +182,10 @@ def _legacy_file(repo: str, tag: str) -> Path:
 def files() -> Iterator[tuple[list[str], Path]]:
     hub = hub_cache()
     if hub != hf_hub_cache():  # else they are huggingface_hub's cache, listed as hf:
-        for folder in subfolders(hub):
-            parts = folder.split("--")
-            if len(parts) != 3 or parts[0] != "models" or not all(REPO_PART.fullmatch(p) for p in parts[1:]):
+        for folder, user, model in model_repos(hub):
+            if not (REPO_PART.fullmatch(user) and REPO_PART.fullmatch(model)):
                 continue
-            repo = f"{parts[1]}/{parts[2]}"
+            repo = f"{user}/{model}"
             try:
                 snapshot = _snapshot(hub / folder, f"llamacpp:{repo}")
             except BlendinError:
