@@ -11,6 +11,7 @@ of starting a new turn (TURN_STOPS, on by default), BlendIn's ending or loop tri
 
 from __future__ import annotations
 
+import bisect
 import time
 from collections.abc import Callable, Generator, Iterator, Sequence
 from dataclasses import asdict, dataclass, field
@@ -29,6 +30,7 @@ from blendin_local.engine.answer_label import (
 from blendin_local.engine.base_cursor import BaseCursor
 from blendin_local.engine.blending import top_of
 from blendin_local.engine.guide_cursor import GuideCursor
+from blendin_local.engine.logprobs import TokenLogprob
 from blendin_local.engine.methods import (
     BaseOnly,
     BlendIn,
@@ -75,12 +77,16 @@ class TraceEntry:
     alpha: float | None
     guide_rank: int | None = None  # BlendIn interventions: rank of the guide's top token in the base's distribution
     guide_top: str | None = None  # where the guide was consulted for a base token: its top choice, as that base token
+    logprob: TokenLogprob | None = None  # with top_logprobs set: the piece's log-probability and alternatives
 
 
 @dataclass(frozen=True)
 class StepEvent:
     text: str  # newly printable text (may be empty while UTF-8 or a possible stop string is incomplete)
     entry: TraceEntry
+    # The text's length in characters before this token: the token wrote into the text if the
+    # final text is longer (one that only wrote a stop string starts at or past its end).
+    text_start: int = 0
 
 
 @dataclass(frozen=True)
@@ -108,6 +114,9 @@ class GenerationResult:
     elapsed_s: float
     tokens_per_s: float
     seed: int | None
+    # The first this many trace entries wrote `text`; those after them wrote a stop string, which
+    # the text leaves out (a server's log-probabilities leave them out too).
+    text_tokens: int = 0
     trace: list[TraceEntry] = field(default_factory=list)
     end_checks: list[EndCheck] = field(default_factory=list)
     speculation: list[SpeculationRound] = field(default_factory=list)  # its rounds, when --speculative is on
@@ -150,6 +159,7 @@ class Generation:
             anti=GuideCursor(pair.anti, pair.bridge, guide_prompt) if pair.anti is not None else None,
             sampler=settings.sampler(),
             rng=np.random.default_rng(self.seed),
+            top_logprobs=settings.top_logprobs,
         )
         self.method = make_method(settings)
         self.speculation = Speculation(settings.speculative) if settings.speculative else None
@@ -165,6 +175,7 @@ class Generation:
         self.leading_whitespace = LeadingWhitespace(hidden=labelled and not shares_base_prompt)
         self.stream = (AnswerText if labelled else TextStream)(settings.stop_strings())
         self.trace: list[TraceEntry] = []
+        self.text_starts: list[int] = []  # per trace entry: the text's length in characters before it
         self.end_checks: list[EndCheck] = []
         self.stop_reason = "length"
         self.started = time.perf_counter()
@@ -215,9 +226,12 @@ class Generation:
                 decision.alpha,
                 decision.guide_rank,
                 self._guide_top(decision),
+                decision.logprob,
             )
+            start = len(self.stream.text)
             self.trace.append(entry)
-            yield StepEvent(self.stream.feed(decision.piece), entry)
+            self.text_starts.append(start)
+            yield StepEvent(self.stream.feed(decision.piece), entry, start)
             if self.stream.stopped_by is not None:
                 self.stop_reason = "eos" if self.stream.stopped_by in FEWSHOT_STOPS else "stop"
                 break
@@ -275,6 +289,7 @@ class Generation:
             elapsed_s=elapsed,
             tokens_per_s=n / elapsed if elapsed > 0 else 0.0,
             seed=self.seed,
+            text_tokens=bisect.bisect_left(self.text_starts, len(self.stream.text)),
             trace=list(self.trace),
             end_checks=list(self.end_checks),
             speculation=list(self.speculation.rounds) if self.speculation is not None else [],

@@ -17,6 +17,7 @@ import numpy as np
 from blendin_local.engine.base_cursor import BaseCursor
 from blendin_local.engine.blending import LazyMixture, as_array, blend, proxy_tune, should_intervene, softmax, top_of
 from blendin_local.engine.guide_cursor import GuideCursor, Proposal
+from blendin_local.engine.logprobs import TokenLogprob, piece_namer, token_logprob
 from blendin_local.engine.sampling import SamplerSettings, choose
 from blendin_local.engine.settings import GAMMA_EVERY_TOKEN
 from blendin_local.engine.triggers import (
@@ -51,6 +52,7 @@ class StepDecision:
     end: bool = False  # the answer ends here: an end-of-generation token, or a trigger's decision
     end_reason: str = "eos"  # the generation's stop_reason when `end`: eos, or loop
     end_probability: float | None = None  # the guide's, when the ending trigger asked it at this step
+    logprob: TokenLogprob | None = None  # the chosen piece's, when they were asked for (logprobs.py)
 
 
 class NextTokenDistribution:
@@ -101,20 +103,35 @@ class DecodeContext:
     anti: GuideCursor | None
     sampler: SamplerSettings
     rng: np.random.Generator
+    top_logprobs: int | None = None  # report each chosen token's log-probability and this many alternatives
 
     def base_decision(self, next_token: NextTokenDistribution) -> StepDecision:
         # The base's tokens are settled: reading its distribution turned any pending bytes into tokens.
         token = choose(next_token.distribution, self.sampler, self.rng, self.base.tokens)
-        return next_token.decide(token, self.base.model)
+        decision = next_token.decide(token, self.base.model)
+        if self.top_logprobs is not None:
+            decision.logprob = token_logprob(
+                next_token.distribution, token, self.top_logprobs, piece_namer(self.base.model)
+            )
+        return decision
 
-    def guide_decision(self, tokens: list[int], piece: bytes, base_top_p: float | None) -> StepDecision:
+    def guide_decision(
+        self, tokens: list[int], piece: bytes, base_top_p: float | None, logprob: TokenLogprob | None = None
+    ) -> StepDecision:
         return StepDecision(
             piece=piece,
             source="guide",
             guide_tokens=tokens,
             base_top_p=base_top_p,
             end=tokens[-1] in self.guide.model.eog_ids,
+            logprob=logprob,
         )
+
+    def guide_logprob(self, probs: np.ndarray, token: int) -> TokenLogprob | None:
+        """A guide token's log-probability in `probs`, when they were asked for."""
+        if self.top_logprobs is None:
+            return None
+        return token_logprob(probs, token, self.top_logprobs, piece_namer(self.guide.model))
 
 
 class Method(Protocol):
@@ -145,8 +162,10 @@ class GuideOnly:
     def step(self, ctx: DecodeContext) -> StepDecision:
         proposal = ctx.guide.propose()
         assert proposal.native is not None  # the guide alone never heals: its proposals are plain
-        token = choose(guide_choosable(ctx.guide, proposal.native), ctx.sampler, ctx.rng, proposal.anchor)
-        return ctx.guide_decision(proposal.anchor + [token], ctx.guide.bridge.guide.pieces[token], None)
+        probs = guide_choosable(ctx.guide, proposal.native)
+        token = choose(probs, ctx.sampler, ctx.rng, proposal.anchor)
+        pieces = ctx.guide.bridge.guide.pieces
+        return ctx.guide_decision(proposal.anchor + [token], pieces[token], None, ctx.guide_logprob(probs, token))
 
 
 def guide_choosable(cursor: GuideCursor, probs: np.ndarray) -> np.ndarray:
@@ -273,7 +292,8 @@ class Nudging:
     gamma: float  # the defaults of both live in GenerationSettings
     chunk: int
     lookahead: int = 8  # base tokens read at most to find the word it would write next
-    queue: list[tuple[int, bytes]] = field(default_factory=list)  # guide tokens still to insert
+    # guide tokens still to insert: (token, piece, its log-probability when they were asked for)
+    queue: list[tuple[int, bytes, TokenLogprob | None]] = field(default_factory=list)
     text: bytes = b""  # the inserted part of the draft so far, then what is queued
     inserted: int = 0  # bytes of `text` inserted so far
     word_ends: frozenset[int] = frozenset()
@@ -287,9 +307,9 @@ class Nudging:
             if not should_intervene(top, self.gamma):
                 return ctx.base_decision(NextTokenDistribution(p_base, "base", top))
             self._draft(ctx)
-        token, piece = self.queue.pop(0)
+        token, piece, logprob = self.queue.pop(0)
         self.inserted += len(piece)
-        return ctx.guide_decision(ctx.guide.state.tokens + [token], piece, None)
+        return ctx.guide_decision(ctx.guide.state.tokens + [token], piece, None, logprob)
 
     def _base_takes_over(self, ctx: DecodeContext) -> bool:
         if not should_intervene(float(ctx.base.probs().max()), self.gamma):
@@ -317,26 +337,26 @@ class Nudging:
     def _draft(self, ctx: DecodeContext) -> None:
         guide = ctx.guide
         proposal = guide.propose()
-        tokens, first_piece = choose_route(guide, proposal, ctx.sampler, ctx.rng)
+        tokens, first_piece, first_logprob = choose_route(guide, proposal, ctx.sampler, ctx.rng, ctx.top_logprobs)
         guide.take(tokens[:-1])  # the drafted tokens are committed one by one as they go in
-        drafted = [(tokens[-1], first_piece)]
+        drafted = [(tokens[-1], first_piece, first_logprob)]
         eog = guide.model.eog_ids
         while len(drafted) < self.chunk and tokens[-1] not in eog:
-            p = softmax(guide.model.logits(tokens)[0])
-            token = choose(guide_choosable(guide, p), ctx.sampler, ctx.rng, tokens)
+            p = guide_choosable(guide, softmax(guide.model.logits(tokens)[0]))
+            token = choose(p, ctx.sampler, ctx.rng, tokens)
             tokens.append(token)
-            drafted.append((token, guide.bridge.guide.pieces[token]))
-        text = b"".join(piece for _, piece in drafted)
+            drafted.append((token, guide.bridge.guide.pieces[token], ctx.guide_logprob(p, token)))
+        text = b"".join(piece for _, piece, _ in drafted)
         words = _WORD.findall(text)
         ended = tokens[-1] in eog
         if not ended and len(words) > 1:
             words = words[:-1]
         keep = len(b"".join(words))
         queue, covered = [], 0
-        for token, piece in drafted:
+        for token, piece, logprob in drafted:
             if covered >= keep and not (ended and token in eog):
                 break
-            queue.append((token, piece))
+            queue.append((token, piece, logprob))
             covered += len(piece)
         ends, total = set(), 0
         for word in words:
@@ -346,19 +366,46 @@ class Nudging:
 
 
 def choose_route(
-    guide: GuideCursor, proposal: Proposal, sampler: SamplerSettings, rng: np.random.Generator
-) -> tuple[list[int], bytes]:
-    """The guide's own next token at a possibly healed boundary: (its token sequence, new bytes)."""
+    guide: GuideCursor,
+    proposal: Proposal,
+    sampler: SamplerSettings,
+    rng: np.random.Generator,
+    top_logprobs: int | None = None,
+) -> tuple[list[int], bytes, TokenLogprob | None]:
+    """The guide's own next token at a possibly healed boundary: (its token sequence, new bytes,
+    and with `top_logprobs` their log-probability among all the routes)."""
     options = [(list(r.tokens), r.rest, r.mass) for r in proposal.extension_routes]
     # For the penalties, the guide's tokens before a route's last token: the anchor, then q (h as one
     # guide token) if there is one. q precedes only the native routes, and no extension of h is q:
     # counting it for every route moves only the window's far end, by one token.
     history = proposal.anchor + list(proposal.native_prefix)
+    native = None
     if proposal.native is not None:
         native = guide_choosable(guide, proposal.native)
         token = choose(native, sampler, rng, history)
         options.append((list(proposal.native_prefix) + [token], guide.bridge.guide.pieces[token], float(native[token])))
     # Each route ends in the guide token it writes: the penalties weigh the routes by that token.
     masses, last_tokens = np.array([mass for _, _, mass in options]), np.array([t[-1] for t, _, _ in options])
-    tokens, rest, _ = options[choose(masses, sampler, rng, history, last_tokens)]
-    return proposal.anchor + tokens, rest
+    chosen = choose(masses, sampler, rng, history, last_tokens)
+    tokens, rest, _ = options[chosen]
+    if top_logprobs is None:
+        return proposal.anchor + tokens, rest, None
+    return proposal.anchor + tokens, rest, route_logprob(guide, proposal, native, chosen, tokens[-1], top_logprobs)
+
+
+def route_logprob(
+    guide: GuideCursor, proposal: Proposal, native: np.ndarray | None, chosen: int, token: int, k: int
+) -> TokenLogprob:
+    """The chosen route's log-probability among every route of `proposal`: its extension routes,
+    then each whole guide token of `native` (the choice saw only the drawn one of those)."""
+    routes = proposal.extension_routes
+    masses = np.array([r.mass for r in routes], dtype=np.float64)
+    if native is not None:
+        masses = np.concatenate([masses, native])
+    entry = chosen if chosen < len(routes) else len(routes) + token
+    token_piece = piece_namer(guide.model)
+
+    def piece_of(i: int) -> bytes:
+        return routes[i].rest if i < len(routes) else token_piece(i - len(routes))
+
+    return token_logprob(masses, entry, k, piece_of)

@@ -16,6 +16,7 @@ from typing import Any, Literal, Union, get_args, get_origin
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator, model_validator
 from pydantic_core import PydanticCustomError
 
+from blendin_local.engine.logprobs import MAX_TOP_LOGPROBS
 from blendin_local.engine.prompts import FEWSHOT_STOPS, check_style
 from blendin_local.engine.sampling import (
     LLAMA_CPP_MIN_P,
@@ -37,6 +38,9 @@ GAMMA_EVERY_TOKEN = 1.01
 ALPHA_AUTO = "auto"  # alpha's spelling of None: the weight comes from the two distributions
 # Methods that read the guide's untuned counterpart (the "anti" model) besides the guide.
 METHODS_WITH_ANTI = ("proxy",)
+# Fields that ask what a response reports, not how its text is made: one request's choice, never a
+# default of a chat or a server (OpenAI's requests ask for log-probabilities each time).
+REPORT_FIELDS = ("top_logprobs",)
 # Methods whose steps each choose one base token, which a draft can be checked against
 # (speculation.py); the guide alone and Nudging's inserted words are not base tokens.
 METHODS_WITH_SPECULATION = ("base", "blendin", "ensemble", "proxy")
@@ -169,6 +173,14 @@ class GenerationSettings(BaseModel):
         description="The guide drafts this many of its tokens and the base checks them in one batch: the"
         " same text (up to rounding at near-ties), sooner, most where the base is the slow model;"
         " 2 is the value to try (docs/performance.md); 0 = off.",
+    )
+    top_logprobs: int | None = Field(
+        None,
+        ge=0,
+        le=MAX_TOP_LOGPROBS,
+        description="Report each answer token's log-probability in the distribution it was chosen from, and"
+        " this many of that distribution's most likely tokens (0: the token's own only); in --json's trace.",
+        json_schema_extra={"default_means": "none"},
     )
     stop: list[str] = Field(default_factory=list, description="Stop string (repeatable).")
     stop_at_new_turn: bool = Field(

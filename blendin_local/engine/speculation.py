@@ -77,7 +77,7 @@ def draft_pieces(guide: GuideCursor, k: int) -> list[bytes]:
     """The guide's greedy continuation of the committed text: at most `k` of its tokens' bytes."""
     proposal = guide.propose()
     rng = np.random.default_rng(0)  # greedy choices draw nothing; choose_route takes a generator
-    tokens, first = choose_route(guide, proposal, _GREEDY, rng)
+    tokens, first, _ = choose_route(guide, proposal, _GREEDY, rng)
     pieces, eog = [first], guide.model.eog_ids
     while len(pieces) < k and tokens[-1] not in eog:
         try:

@@ -104,6 +104,18 @@ def test_prompt_from_stdin_and_sampling_options():
 
 
 @pytest.mark.models
+def test_top_logprobs_in_the_json_trace_and_the_trace_table():
+    proc = blendin("generate", "Name a colour.", "-n", "8", "--top-logprobs", "2", "--json", "--trace")
+    assert proc.returncode == 0, proc.stderr.decode()
+    trace = json.loads(proc.stdout)["trace"]
+    assert trace and all(len(e["logprob"]["top_logprobs"]) == 2 for e in trace)
+    for e in trace:  # greedy: each piece is the likeliest of the distribution it was chosen from
+        assert e["logprob"]["token"] == e["piece"] and e["logprob"]["logprob"] <= 0
+        assert e["logprob"]["logprob"] == pytest.approx(e["logprob"]["top_logprobs"][0]["logprob"])
+    assert f"{trace[0]['logprob']['logprob']:.3f}" in proc.stderr.decode()
+
+
+@pytest.mark.models
 def test_trace_table_on_stderr():
     proc = blendin("generate", "Hi", "-n", "8", "--trace")
     assert proc.returncode == 0

@@ -7,7 +7,7 @@ import math
 import click
 import pytest
 
-from blendin_local.engine.settings import GenerationSettings
+from blendin_local.engine.settings import REPORT_FIELDS, GenerationSettings
 from blendin_local.interfaces.cli import cli
 from blendin_local.interfaces.cli.eval import EVAL_DEFAULTS, EVAL_FIXED_FIELDS
 from blendin_local.interfaces.cli.options import AlphaType, FiniteFloat
@@ -16,8 +16,8 @@ FIELDS = GenerationSettings.model_fields
 # command -> (the fields it takes, its declared default overrides)
 COMMANDS = {
     "generate": (set(FIELDS), {}),
-    "chat": (set(FIELDS), {}),
-    "serve": (set(FIELDS) - {"system"}, {}),
+    "chat": (set(FIELDS) - set(REPORT_FIELDS), {}),  # a chat shows text, not log-probabilities
+    "serve": (set(FIELDS) - {"system", *REPORT_FIELDS}, {}),  # requests ask for them
     "eval": (set(FIELDS) - set(EVAL_FIXED_FIELDS), EVAL_DEFAULTS),
     "diagnose": ({"max_tokens", "gamma"}, {"max_tokens": 128}),
 }

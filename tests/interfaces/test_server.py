@@ -166,6 +166,19 @@ def test_a_multi_turn_chat(client, model_id):
     assert r.choices[0].message.content.strip()
 
 
+def test_chat_logprobs_on_the_real_pair(client, model_id):
+    r = chat(client, model_id, logprobs=True, top_logprobs=3, max_tokens=16)
+    content = r.choices[0].logprobs.content
+    assert content and len(content) <= r.usage.completion_tokens
+    # The answer's tokens: all of its text, and the last one may hold the start of a stop string
+    text = r.choices[0].message.content.encode()
+    written = [bytes(e.bytes) for e in content]
+    assert b"".join(written).lstrip().startswith(text) and len(b"".join(written[:-1]).lstrip()) < len(text)
+    for e in content:  # greedy BlendIn: the piece is the likeliest of the blend it was chosen from
+        assert len(e.top_logprobs) == 3 and e.logprob == pytest.approx(e.top_logprobs[0].logprob)
+    assert chat(client, model_id, max_tokens=4).choices[0].logprobs is None
+
+
 def test_completion(client, model_id):
     r = client.completions.create(model=model_id, prompt="Name a colour.", max_tokens=16)
     assert r.object == "text_completion" and r.choices[0].text.strip()
@@ -260,7 +273,7 @@ def test_bad_requests_get_400_with_a_message(server):
         (dict(json={"messages": [{"role": "user", "content": "hi"}], "temperature": "hot"}), "invalid temperature"),
         (dict(json={"messages": [{"role": "user", "content": "hi"}], "max_tokens": 0}), "invalid max_tokens"),
         (dict(json={"messages": [{"role": "user", "content": "hi"}], "n": 3}), "n=3 is not supported"),
-        (dict(json={"messages": [{"role": "user", "content": "hi"}], "logprobs": True}), "logprobs is not supported"),
+        (dict(json={"messages": [{"role": "user", "content": "hi"}], "top_logprobs": 2}), "needs logprobs: true"),
         (dict(json={"messages": [{"role": "tool", "content": "hi"}]}), "role 'tool' is not supported"),
         (dict(json={"messages": [{"role": "user", "content": "word " * 1500}]}), "context holds 1024"),
     ]

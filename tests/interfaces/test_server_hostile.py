@@ -200,7 +200,8 @@ SAMPLING_FIELDS = {
     "nudging_chunk": NUMBERS,
     "stop_at_new_turn": st.one_of(st.booleans(), ANY_JSON),
     "user": STRINGS,
-    "logprobs": ANY_JSON,
+    "logprobs": st.one_of(st.booleans(), NUMBERS, ANY_JSON),
+    "top_logprobs": st.one_of(NUMBERS, ANY_JSON),
 }
 CONTENT = st.one_of(
     STRINGS,
@@ -259,6 +260,8 @@ VALID_FIELDS = {
     "min_p": st.floats(0, 1),
     "nudging_chunk": st.integers(1, 256),
     "stop_at_new_turn": st.booleans(),
+    "logprobs": st.one_of(st.booleans(), st.integers(0, 20)),
+    "top_logprobs": st.integers(0, 20),
 }
 TURNS = st.lists(st.fixed_dictionaries({"role": st.sampled_from(["user", "assistant"]), "content": TEXT}), max_size=3)
 VALID_CHAT_BODIES = st.fixed_dictionaries(

@@ -8,6 +8,7 @@ from collections.abc import Iterator
 
 import click
 
+from blendin_local.engine.settings import REPORT_FIELDS
 from blendin_local.interfaces.chat import ChatSession
 from blendin_local.interfaces.cli.options import (
     SOURCE_COLOURS,
@@ -65,7 +66,7 @@ def terminal_lines(interactive: bool) -> Iterator[str]:
 
 
 @click.command()
-@generation_options()
+@generation_options(exclude=REPORT_FIELDS)
 @click.option(
     "--trace",
     is_flag=True,

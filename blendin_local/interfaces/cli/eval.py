@@ -49,6 +49,7 @@ EVAL_FIXED_FIELDS = (
     "system",
     "base_prompt",
     "guide_prompt",
+    "top_logprobs",
 )
 # A benchmark answer reasons at length, and one run is reproducible as a whole.
 EVAL_DEFAULTS = {"max_tokens": 512, "seed": 0}

@@ -109,6 +109,9 @@ def print_trace(result: GenerationResult) -> None:
         top = "    -" if e.base_top_p is None else f"{e.base_top_p:5.3f}"
         alpha = "    -" if e.alpha is None else f"{e.alpha:5.3f}"
         line = f"{i:5}  {e.source:6}  {top:>10}  {alpha}  {e.piece!r}"
+        if e.logprob is not None:  # --top-logprobs: the piece's log-probability, then the most likely ones
+            shown = ", ".join(f"{a.token!r} {a.logprob:.2f}" for a in e.logprob.top_logprobs)
+            line += f"  {e.logprob.logprob:.3f}" + (f"  ({shown})" if shown else "")
         click.echo(click.style(line, fg=SOURCE_COLOURS[e.source]), err=True)
 
 

@@ -10,6 +10,7 @@ from urllib.parse import urlsplit
 
 import click
 
+from blendin_local.engine.settings import REPORT_FIELDS
 from blendin_local.errors import BlendinError, install_hint
 from blendin_local.interfaces.cli.options import checked_settings, generation_options, model_options
 
@@ -158,7 +159,7 @@ def stopping_server(config, worker):
 @click.option(
     "--no-web", is_flag=True, help="Do not serve the web page at / (a chat that shows who decided each piece)."
 )
-@generation_options(exclude=("system",))
+@generation_options(exclude=("system", *REPORT_FIELDS))
 @model_options
 def serve(
     host,

@@ -316,16 +316,13 @@ async def health(request: Request):
 
 async def chat_completions(body: ChatRequest, request: Request):
     served(request).check_model(body.model)
-    for name in ("logprobs", "top_logprobs"):
-        if (body.model_extra or {}).get(name):
-            raise ApiError(400, f"{name} is not supported by this server", param=name)
     messages = chat_messages(body.messages)
     return await answer(request, body, messages, "chat")
 
 
 async def completions(body: CompletionRequest, request: Request):
     served(request).check_model(body.model)
-    for name in ("echo", "logprobs", "suffix"):
+    for name in ("echo", "suffix"):
         if getattr(body, name):
             raise ApiError(400, f"{name} is not supported by this server", param=name)
     if body.best_of not in (None, 1):
@@ -377,9 +374,12 @@ async def answer(
             param="method",
         ) from None
     include_usage = bool((body.stream_options or {}).get("include_usage"))
-    exchange = Exchange(kind, service.model_id, settings, include_usage)
+    traced = bool(body.stream and body.trace)
+    prompt_chars = len(prompt) if isinstance(prompt, str) else 0  # where a completion's text_offset starts
+    exchange = Exchange(kind, service.model_id, settings, include_usage, traced, prompt_chars)
     job = Job(prompt, "messages" if kind == "chat" else "prompt", settings, asyncio.get_running_loop())
-    job.traced = bool(body.stream and body.trace)  # only a stream carries the pieces
+    # A stream's chunks carry their tokens' provenance or log-probabilities; a whole answer reads its result's.
+    job.with_pieces = bool(body.stream) and (traced or settings.top_logprobs is not None)
     service.worker.submit(job)
     try:
         first = await next_event(service.worker, job, request)
@@ -404,7 +404,7 @@ async def answer(
             what, payload = event
             if what == "text":
                 parts.append(payload)
-            elif what == "pieces":  # only a traced job posts them, and only a stream is traced
+            elif what == "pieces":  # only a stream's job posts them
                 continue
             elif what == "done":
                 tail, result = payload

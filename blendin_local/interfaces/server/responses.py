@@ -2,7 +2,12 @@
 `blendin` object (method, interventions, intervention rate, limits, ...) that OpenAI clients ignore.
 
 A stream asked for with `"trace": true` (the web page's) also says who decided each chunk's text:
-its `blendin` object holds `pieces`, one per token the text came from (`piece`)."""
+its `blendin` object holds `pieces`, one per token the text came from (`piece`).
+
+Log-probabilities asked for (chat: `logprobs` with `top_logprobs`; completions: `logprobs`) come
+in OpenAI's two shapes, one entry per token of the text (engine/logprobs.py says which
+distribution they are from): chat's `content` list, and the completions' parallel lists, whose
+`text_offset` counts characters from the prompt's start, as OpenAI's and llama-cpp-python's do."""
 
 from __future__ import annotations
 
@@ -14,6 +19,7 @@ from dataclasses import dataclass
 from typing import Literal
 
 from blendin_local.engine.generation import GenerationResult, TraceEntry
+from blendin_local.engine.logprobs import Alternative, TokenLogprob
 from blendin_local.engine.settings import GenerationSettings
 from blendin_local.engine.speculation import SpeculationStats
 from blendin_local.interfaces.server.errors import ApiError
@@ -82,32 +88,87 @@ def piece(entry: TraceEntry) -> dict:
     return out
 
 
+def chat_alternative(a: Alternative) -> dict:
+    return {"token": a.token, "logprob": a.logprob, "bytes": list(a.bytes)}
+
+
+def chat_logprob(lp: TokenLogprob) -> dict:
+    return {
+        "token": lp.token,
+        "logprob": lp.logprob,
+        "bytes": list(lp.bytes),
+        "top_logprobs": [chat_alternative(a) for a in lp.top_logprobs],
+    }
+
+
+def characters(data: Sequence[int]) -> int:
+    """Characters in UTF-8 bytes: those that do not continue a character (a piece may split one)."""
+    return sum(1 for byte in data if byte & 0xC0 != 0x80)
+
+
+def legacy_top(lp: TokenLogprob) -> dict[str, float]:
+    """OpenAI's legacy `top_logprobs` entry: the most likely tokens and the chosen one, by text (a
+    text two tokens write keeps the likelier's)."""
+    top: dict[str, float] = {}
+    for a in lp.top_logprobs:
+        top.setdefault(a.token, a.logprob)
+    top.setdefault(lp.token, lp.logprob)
+    return top
+
+
 @dataclass
 class Exchange:
-    """One request in flight: what the response needs to know about it."""
+    """One request in flight: what the response needs to know about it. `trace`: a stream's chunks
+    say who decided their text; `prompt_chars`: where a completion's text_offset starts."""
 
     kind: Literal["chat", "completion"]
     model: str
     settings: GenerationSettings
     include_usage: bool
+    trace: bool = False
+    prompt_chars: int = 0
     id: str = ""
     created: int = 0
 
     def __post_init__(self):
         self.id = ("chatcmpl-" if self.kind == "chat" else "cmpl-") + uuid.uuid4().hex[:24]
         self.created = int(time.time())
+        self.text_offset = self.prompt_chars  # the completion's next token's, in characters
+
+    @property
+    def logprobs(self) -> bool:
+        return self.settings.top_logprobs is not None
+
+    def logprobs_of(self, entries: Sequence[TraceEntry]) -> dict | None:
+        """`entries`' log-probabilities in the request's shape; None when it asked for none."""
+        if not self.logprobs:
+            return None
+        scored = [e.logprob for e in entries if e.logprob is not None]
+        if self.kind == "chat":
+            return {"content": [chat_logprob(lp) for lp in scored], "refusal": None}
+        offsets = []
+        for lp in scored:
+            offsets.append(self.text_offset)
+            self.text_offset += characters(lp.bytes)
+        return {
+            "tokens": [lp.token for lp in scored],
+            "token_logprobs": [lp.logprob for lp in scored],
+            "top_logprobs": [legacy_top(lp) for lp in scored],
+            "text_offset": offsets,
+        }
 
     def body(self, text: str, started: Started, result: GenerationResult) -> dict:
         finish = FINISH_REASONS[result.stop_reason]
+        logprobs = self.logprobs_of(result.trace[: result.text_tokens])
         if self.kind == "chat":
             choice = {
                 "index": 0,
                 "message": {"role": "assistant", "content": text},
-                "logprobs": None,
+                "logprobs": logprobs,
                 "finish_reason": finish,
             }
         else:
-            choice = {"index": 0, "text": text, "logprobs": None, "finish_reason": finish}
+            choice = {"index": 0, "text": text, "logprobs": logprobs, "finish_reason": finish}
         return {
             "id": self.id,
             "object": "chat.completion" if self.kind == "chat" else "text_completion",
@@ -126,13 +187,15 @@ class Exchange:
         first: bool = False,
         pieces: Sequence[TraceEntry] | None = None,
     ) -> dict:
-        """One stream chunk; with `pieces` (a traced stream), the tokens its text came from."""
+        """One stream chunk; `pieces`: the tokens its text came from (a traced stream shows who decided
+        them, a request for log-probabilities gets theirs)."""
+        logprobs = None if pieces is None else self.logprobs_of(pieces)
         if self.kind == "chat":
             delta: dict = {"role": "assistant", "content": ""} if first else ({} if text is None else {"content": text})
-            choice = {"index": 0, "delta": delta, "logprobs": None, "finish_reason": finish}
+            choice = {"index": 0, "delta": delta, "logprobs": logprobs, "finish_reason": finish}
             obj = "chat.completion.chunk"
         else:
-            choice = {"index": 0, "text": text or "", "logprobs": None, "finish_reason": finish}
+            choice = {"index": 0, "text": text or "", "logprobs": logprobs, "finish_reason": finish}
             obj = "text_completion"
         out = {
             "id": self.id,
@@ -142,7 +205,7 @@ class Exchange:
             "system_fingerprint": None,
             "choices": [choice],
         }
-        if pieces is not None:
+        if pieces is not None and self.trace:
             out["blendin"] = {"pieces": [piece(entry) for entry in pieces]}
         return out
 

@@ -15,17 +15,20 @@ from typing import Annotated, Any, Literal, get_args, get_origin
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, create_model, model_validator
 from pydantic_core import PydanticCustomError
 
+from blendin_local.engine.logprobs import MAX_TOP_LOGPROBS
 from blendin_local.engine.messages import ROLE_ALIASES, ROLES, MessageError, read_conversation
 from blendin_local.engine.prompts import Message, PromptFormatError
-from blendin_local.engine.settings import ALPHA_AUTO, GenerationSettings, value_type
+from blendin_local.engine.settings import ALPHA_AUTO, REPORT_FIELDS, GenerationSettings, value_type
 from blendin_local.interfaces.server.errors import ApiError, as_text, shown
 
 # Every GenerationSettings field is a request field of the same name (OpenAI's temperature, top_p,
 # max_tokens, stop, seed, presence_penalty and frequency_penalty among them; llama-server's top_k,
 # min_p, repeat_penalty and repeat_last_n, and BlendIn's own, as extra body fields), except these: a
-# request's system prompt is its first message. The penalties count the prompt's tokens too, as
-# llama-server's do (OpenAI describes its own as counting the tokens sampled so far).
-NOT_REQUEST_FIELDS = ("system",)
+# request's system prompt is its first message, and log-probabilities are asked for in OpenAI's
+# own fields (chat: logprobs and top_logprobs; completions: logprobs). The penalties count the
+# prompt's tokens too, as llama-server's do (OpenAI describes its own as counting the tokens
+# sampled so far).
+NOT_REQUEST_FIELDS = ("system", *REPORT_FIELDS)
 # OpenAI allows 4 stop strings. The text stream compares every stop string's prefixes with the
 # end of the text at each token: their number and length bound the time each token takes.
 MAX_STOPS = 16
@@ -99,6 +102,17 @@ def _whole_float_as_int(value: Any) -> Any:
 WholeNumber = Annotated[int, BeforeValidator(_whole_float_as_int)]
 
 
+def _flag_as_count(value: Any) -> Any:
+    # A completion's logprobs is a count, but clients written for chat send true or false: false
+    # asks for nothing, true for the chosen tokens' alone (pydantic would read them as 0 and 1).
+    if isinstance(value, bool):
+        return 0 if value else None
+    return _whole_float_as_int(value)
+
+
+LogprobsCount = Annotated[int | None, BeforeValidator(_flag_as_count)]
+
+
 class OpenAIRequest(RequestBody):
     """OpenAI's fields that are not generation settings."""
 
@@ -114,6 +128,11 @@ class OpenAIRequest(RequestBody):
         description="With stream: each chunk's blendin object carries the provenance of its text (pieces:"
         " source, base_top_p, alpha, guide_top), as the web page shows it.",
     )
+
+    def top_logprobs_asked(self) -> tuple[int | None, str]:
+        """(the alternatives per token the request asks log-probabilities for, None: none; the
+        field that asked)."""
+        return None, "logprobs"
 
 
 # Request types that are wider than the settings' own: OpenAI's stop may be one string, and alpha
@@ -187,15 +206,42 @@ class ChatMessageIn(BaseModel):
 # is not empty. In JSON Schema minLength constrains only strings and minItems only arrays.
 class ChatRequest(SamplingRequest):
     messages: list[ChatMessageIn] = Field(json_schema_extra={"minItems": 1})
+    logprobs: bool | None = Field(None, description="Return each answer token's log-probability.")
+    top_logprobs: WholeNumber | None = Field(
+        None,
+        description="With logprobs: also this many of the most likely tokens at each position.",
+        json_schema_extra={"minimum": 0, "maximum": MAX_TOP_LOGPROBS},
+    )
+
+    def top_logprobs_asked(self) -> tuple[int | None, str]:
+        if not self.logprobs:
+            if self.top_logprobs is not None:
+                raise ApiError(400, "top_logprobs needs logprobs: true", param="top_logprobs")
+            return None, "logprobs"
+        return (self.top_logprobs or 0), "top_logprobs"
 
 
 class CompletionRequest(SamplingRequest):
     prompt: str | list[str] = Field(json_schema_extra={"minLength": 1, "minItems": 1, "maxItems": 1})
+    logprobs: LogprobsCount = Field(
+        None,
+        description="Return each answer token's log-probability and this many of the most likely tokens"
+        " (true: the token's own only).",
+        json_schema_extra={
+            "anyOf": [
+                {"type": "integer", "minimum": 0, "maximum": MAX_TOP_LOGPROBS},
+                {"type": "boolean"},
+                {"type": "null"},
+            ]
+        },
+    )
     # OpenAI's fields this server does not support: only the values that ask for nothing pass
     echo: bool | None = Field(None, json_schema_extra={"enum": [False, None]})
-    logprobs: int | None = Field(None, json_schema_extra={"minimum": 0, "maximum": 0})
     suffix: str | None = Field(None, json_schema_extra={"maxLength": 0})
     best_of: int | None = Field(None, json_schema_extra={"minimum": 1, "maximum": 1})
+
+    def top_logprobs_asked(self) -> tuple[int | None, str]:
+        return self.logprobs, "logprobs"
 
 
 def request_stops(stop: str | list[str]) -> list[str]:
@@ -223,6 +269,7 @@ def request_settings(body: SamplingRequest, defaults: GenerationSettings) -> Gen
             values[name] = value
     if body.max_completion_tokens is not None:
         values["max_tokens"], names["max_tokens"] = body.max_completion_tokens, "max_completion_tokens"
+    values["top_logprobs"], names["top_logprobs"] = body.top_logprobs_asked()  # never a server default
     stop = body.stop  # type: ignore[attr-defined]  # a field generated from the settings (SamplingRequest)
     if stop is not None:
         values["stop"] = request_stops(stop)

@@ -38,11 +38,12 @@ class Job:
     """One request's generation, and the channel its events go back by to the request's coroutine.
 
     Events: ("started", Started), ("text", str) per printable piece, then one of ("done", (the
-    last text, GenerationResult)), ("error", ApiError) or ("cancelled", GenerationResult). A
-    traced job (a stream asked with `"trace": true`) also gets, just before each text event and
-    before the end, ("pieces", the TraceEntries committed since the last one): the tokens that
-    text came from (several where the text stream held bytes back: an incomplete UTF-8
-    character, a possible stop string).
+    last text, GenerationResult)), ("error", ApiError) or ("cancelled", GenerationResult). A job
+    `with_pieces` (a stream asked with `"trace": true`, or for log-probabilities) also gets, just
+    before each text event and before the end, ("pieces", the TraceEntries whose text it is):
+    those that began before the end of the text handed out so far and were not posted yet
+    (several where the text stream held bytes back: an incomplete UTF-8 character, a possible
+    stop string). A token that only wrote a stop string is never posted.
     """
 
     prompt: str | list[Message]
@@ -52,7 +53,7 @@ class Job:
     events: asyncio.Queue = field(default_factory=asyncio.Queue)
     cancel: threading.Event = field(default_factory=threading.Event)
     checked_at: float = field(default_factory=time.monotonic)  # when its client was last seen connected
-    traced: bool = False  # post each text's trace entries ("pieces") before it
+    with_pieces: bool = False  # post each text's trace entries ("pieces") before it
 
     def post(self, kind: str, payload: Any = None) -> None:
         """From the worker thread: hand one event to the request's coroutine."""
@@ -211,7 +212,8 @@ class GenerationWorker:
             return
         job.post("started", started)
         steps = generation.steps()
-        pieces: list[TraceEntry] = []  # a traced job's entries not posted yet
+        pieces: list[tuple[int, TraceEntry]] = []  # (text start, entry) not posted yet, for a job with_pieces
+        handed_out = 0  # characters of text posted so far
         try:
             while True:  # a cancel, a stop and the time limit are each seen before the next step
                 if job.cancel.is_set() or self.stopping:
@@ -228,22 +230,32 @@ class GenerationWorker:
                 if event is None:
                     finished = generation.finish()
                     break
-                if job.traced:
-                    pieces.append(event.entry)
+                if job.with_pieces:
+                    pieces.append((event.text_start, event.entry))
                 if event.text:
-                    if job.traced:
-                        job.post("pieces", pieces)
-                        pieces = []
+                    handed_out += len(event.text)
+                    if job.with_pieces:
+                        pieces = self._post_pieces(job, pieces, handed_out)
                     job.post("text", event.text)
             self.counters.served += 1
-            if job.traced:
-                job.post("pieces", pieces)
+            if job.with_pieces:
+                self._post_pieces(job, pieces, handed_out + len(finished.text))
             job.post("done", (finished.text, finished.result))
         except Exception as e:
             self.counters.failed += 1
             job.post("error", ApiError(500, f"generation failed: {type(e).__name__}: {e}", type_="server_error"))
         finally:
             steps.close()
+
+    @staticmethod
+    def _post_pieces(job: Job, pieces: list[tuple[int, TraceEntry]], text_end: int) -> list[tuple[int, TraceEntry]]:
+        """Post the entries that began before `text_end` (the text handed out, in characters);
+        return the rest. Starts only grow, so those are a prefix."""
+        ready = 0
+        while ready < len(pieces) and pieces[ready][0] < text_end:
+            ready += 1
+        job.post("pieces", [entry for _, entry in pieces[:ready]])
+        return pieces[ready:]
 
     def _start(self, job: Job) -> tuple[Started, Generation]:
         settings = job.settings
