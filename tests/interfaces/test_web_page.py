@@ -316,11 +316,13 @@ def test_a_blended_conversation_shows_each_source(page):
     ask(page, "And how do I make coffee?", method="blendin", gamma=1.01, alpha_auto=False, alpha=0.5)
     blended = last_answer_sources(page)
     assert blended and set(blended) == {"blend"}, blended
-    # Hovering a piece shows the base's top-1 probability, alpha and the guide's top choice.
+    # Hovering a piece shows its probability, the base's top-1 probability, alpha, the guide's top
+    # choice and the likeliest tokens of the blend it was chosen from.
     piece = page.locator(".message.assistant:last-child .piece").first
     piece.hover()
     info = page.text_content("#piece-info")
     assert "base top-1 p 0." in info and "alpha 0.50" in info and "guide's top choice" in info, info
+    assert re.search(r": blend, p [01]\.\d{3}, ", info) and ', likeliest "' in info, info
     live = page.text_content("#live")
     assert re.search(r"\d+ tokens · [\d.]+ tokens/s · intervention rate 100\.0%", live), live
     assert page.is_visible("#warning") and "20%" in page.text_content("#warning")
@@ -426,7 +428,24 @@ def test_hostile_text_is_shown_as_text(browser):
         for text in HOSTILE:
             chunks = [
                 {
-                    "choices": [{"index": 0, "delta": {"content": text}}],
+                    "choices": [
+                        {
+                            "index": 0,
+                            "delta": {"content": text},
+                            "logprobs": {
+                                "content": [
+                                    {
+                                        "token": text,
+                                        "logprob": -0.5,
+                                        "top_logprobs": [
+                                            {"token": text, "logprob": -0.5},
+                                            {"token": {"x": text}, "logprob": "-1"},
+                                        ],
+                                    }
+                                ]
+                            },
+                        }
+                    ],
                     "blendin": {"pieces": [{"source": "blend", "base_top_p": 0.1, "alpha": 0.5, "guide_top": text}]},
                 },
                 {"choices": [{"index": 0, "delta": {"content": text}}], "blendin": {"pieces": [{"source": text}]}},
@@ -444,8 +463,9 @@ def test_hostile_text_is_shown_as_text(browser):
             ask(page, text)
             assert page.text_content(".message.user .body") == text
             assert page.text_content(".message.assistant .body") == text + text
-            assert page.get_attribute(".message.assistant .piece", "title").endswith(
-                json.dumps(text, ensure_ascii=False)
+            title = page.get_attribute(".message.assistant .piece", "title")
+            assert title.startswith("blend, p 0.607, ") and title.endswith(
+                json.dumps(text, ensure_ascii=False) + ", likeliest " + json.dumps(text, ensure_ascii=False) + " 0.607"
             )
             assert page.locator("#chat img, #chat script, #chat b").count() == 0
             assert page.evaluate("window.pwned") is None

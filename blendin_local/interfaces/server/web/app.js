@@ -1,7 +1,7 @@
 // BlendIn's web page: a chat with the served pair that shows who decided each piece.
 // It calls this server's OpenAI-compatible API (/v1) like any client, asking streams for
-// provenance ("trace": true). Model and user text are hostile: it only ever goes into the page
-// as textContent, never as markup.
+// provenance ("trace": true) and each token's likeliest alternatives (logprobs). Model and user
+// text are hostile: it only ever goes into the page as textContent, never as markup.
 "use strict";
 
 (() => {
@@ -13,6 +13,7 @@
   const RESULT_FIELDS = ["n_interventions", "intervention_rate", "alpha_mean", "stop_reason", "elapsed_s",
                          "tokens_per_s", "seed"];
   const SOURCES = { base: "base alone", blend: "blend", guide: "guide's words" };
+  const ALTERNATIVES = 3; // per token: what else the distribution it was chosen from favoured
 
   const $ = (id) => document.getElementById(id);
   const el = {
@@ -187,14 +188,32 @@
     return "base";
   }
 
+  // A token's log-probabilities as the page keeps them: its probability and the likeliest tokens
+  // with theirs ([text, probability] pairs). Anything else in the answer is left out.
+  function chances(logprob) {
+    if (!logprob || typeof logprob.logprob !== "number") return undefined;
+    const alternatives = Array.isArray(logprob.top_logprobs) ? logprob.top_logprobs : [];
+    return {
+      p: Math.exp(logprob.logprob),
+      alt: alternatives
+        .filter((a) => a && typeof a.logprob === "number")
+        .slice(0, ALTERNATIVES)
+        .map((a) => [String(a.token), Math.exp(a.logprob)]),
+    };
+  }
+
   function describe(pieces) {
     if (!pieces || !pieces.length) return "no provenance";
     return pieces.map((p) => {
       const parts = [SOURCES[p.source] || String(p.source)];
+      if (p.lp && typeof p.lp.p === "number") parts.push("p " + p.lp.p.toFixed(3));
       if (typeof p.base_top_p === "number") parts.push("base top-1 p " + p.base_top_p.toFixed(3));
       if (typeof p.alpha === "number") parts.push("alpha " + p.alpha.toFixed(2));
       if (typeof p.guide_top === "string") parts.push("guide's top choice " + JSON.stringify(p.guide_top));
       if (typeof p.guide_rank === "number") parts.push("the base's rank for it " + (p.guide_rank + 1));
+      if (p.lp && Array.isArray(p.lp.alt) && p.lp.alt.length) {
+        parts.push("likeliest " + p.lp.alt.map(([t, q]) => JSON.stringify(String(t)) + " " + Number(q).toFixed(3)).join(", "));
+      }
       return parts.join(", ");
     }).join(" | ");
   }
@@ -302,6 +321,8 @@
       messages: requestMessages(question, s.system),
       stream: true,
       trace: true,
+      logprobs: true,
+      top_logprobs: ALTERNATIVES,
       method: s.method, gamma: s.gamma, alpha: s.alpha, temperature: s.temperature, max_tokens: s.max_tokens,
     };
     state.messages.push(user, answer);
@@ -328,6 +349,10 @@
         const choice = (chunk.choices || [])[0];
         const text = choice && choice.delta ? choice.delta.content : null;
         const pieces = chunk.blendin && chunk.blendin.pieces;
+        const logprobs = choice && choice.logprobs && choice.logprobs.content;
+        if (Array.isArray(pieces) && Array.isArray(logprobs) && logprobs.length === pieces.length) {
+          pieces.forEach((p, i) => { if (p && typeof p === "object") p.lp = chances(logprobs[i]); });
+        }
         if (pieces) {
           first = first || performance.now();
           stats.tokens += pieces.length;
