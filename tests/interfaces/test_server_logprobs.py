@@ -5,6 +5,8 @@ import json
 import math
 
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 from scripted_model import EOS, ScriptedModel, ScriptedPair
 from sse_starlette.sse import AppStatus
 from starlette.testclient import TestClient
@@ -156,3 +158,57 @@ def test_bad_logprobs_requests_are_400_naming_the_field(client, path, extra, par
     assert r.status_code == 400, r.text
     error = r.json()["error"]
     assert error["param"] == param and needle in error["message"], error
+
+
+# -- any answer, any stop strings: a stream's tokens are the whole answer's, and every one of
+# them wrote into the text ---------------------------------------------------------------------
+
+SCRIPT_PIECES = [b"a", b"b", b"ab", b" ", b"\n", b"\n\n", b"Question:", b"\xc3", b"\xa9", b"Q"]
+# What an answer is made of: pieces, and a character split over two tokens (never cut in two: no
+# stop string holds it, and the answers end well before max_tokens).
+SCRIPT_PARTS = st.sampled_from([[p] for p in SCRIPT_PIECES if p not in (b"\xc3", b"\xa9")] + [[b"\xc3", b"\xa9"]])
+
+
+def scripted_app(script: list[bytes]):
+    def rule(seen):
+        # The prompt is the one token "Q" (raw prompts): the answer so far is the rest.
+        i = len(seen) - 1
+        return {script[i]: 5.0} if i < len(script) else {EOS: 5.0}
+
+    pieces = [EOS, *SCRIPT_PIECES]
+    pair = ScriptedPair(ScriptedModel("base", pieces, rule), ScriptedModel("guide", pieces, rule))
+    defaults = GenerationSettings(base_prompt="raw", guide_prompt="raw", max_tokens=32)
+    return create_app(pair, defaults=defaults)
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    parts=st.lists(SCRIPT_PARTS, max_size=12),
+    stops=st.lists(st.text(alphabet="ab \nQuestion:", min_size=1, max_size=4), max_size=3),
+    method=st.sampled_from(["base", "blendin", "guide"]),
+)
+def test_any_answer_and_stops_give_the_same_tokens_streamed_or_whole(parts, stops, method):
+    script = [piece for part in parts for piece in part]
+    AppStatus.should_exit = False
+    with TestClient(scripted_app(script), base_url="http://127.0.0.1") as c:
+        body = {"messages": [{"role": "user", "content": "Q"}], "stop": stops, "method": method, "logprobs": True}
+        whole = post(c, CHAT, body)["choices"][0]
+        chunks = stream(c, CHAT, body)
+    content = whole["logprobs"]["content"]
+    streamed = [
+        e
+        for ch in chunks
+        if ch["choices"] and ch["choices"][0]["logprobs"]
+        for e in ch["choices"][0]["logprobs"]["content"]
+    ]
+    assert streamed == content
+    assert (
+        "".join(ch["choices"][0]["delta"].get("content", "") for ch in chunks if ch["choices"])
+        == whole["message"]["content"]
+    )
+    # Each token wrote into the text: the text is a prefix of their bytes, and holds more than all
+    # but the last one's (the last may also have started a stop string).
+    written = [bytes(e["bytes"]) for e in content]
+    text = whole["message"]["content"].encode()
+    assert b"".join(written).startswith(text)
+    assert not written or len(b"".join(written[:-1])) < len(text)
