@@ -6,6 +6,7 @@ astray ("Here'S"). Healing must keep the guide on its own path.
 
 import numpy as np
 import pytest
+from paper import PAPERS_BLENDIN
 from scripted_model import EOS, ScriptedModel, ScriptedPair
 
 from blendin_local.engine.generation import Generation, GenerationSettings
@@ -60,13 +61,13 @@ def test_guide_alone(pair):
 
 
 def test_alpha_one_always_on_reproduces_the_guide_through_a_missing_piece(pair):
-    result = run(pair, method="blendin", alpha=1.0, gamma=1.01)
+    result = run(pair, method="blendin", alpha=1.0, gamma=1.01, **PAPERS_BLENDIN)
     assert result.text == "Here's the thing."
     assert [e.piece for e in result.trace][:3] == ["Here", "'", "s"]  # the base wrote "'s" in two steps
 
 
 def test_alpha_zero_is_the_base(pair):
-    assert run(pair, method="blendin", alpha=0.0, gamma=1.01).text == run(pair, method="base").text
+    assert run(pair, method="blendin", alpha=0.0, gamma=1.01, **PAPERS_BLENDIN).text == run(pair, method="base").text
 
 
 def test_healing_weighs_the_split_by_how_likely_the_guide_writes_it(pair):

@@ -10,6 +10,7 @@
 
 import pytest
 from alpha_one import blend_and_guide_texts
+from paper import PAPERS_BLENDIN
 from prompts import INVARIANT_PROMPTS
 
 from blendin_local.engine.generation import GenerationSettings
@@ -20,7 +21,8 @@ N = 64
 
 
 def generate(pair, prompt, **settings):
-    return pair.generate(prompt, GenerationSettings(max_tokens=settings.pop("max_tokens", N), **settings))
+    max_tokens = settings.pop("max_tokens", N)
+    return pair.generate(prompt, GenerationSettings(max_tokens=max_tokens, **{**PAPERS_BLENDIN, **settings}))
 
 
 @pytest.mark.parametrize("prompt", INVARIANT_PROMPTS)

@@ -1,6 +1,7 @@
 """The decoding methods' logic on scripted models, where each model's preferences are known: no
 real model is loaded (tests/engine/test_methods.py checks the same methods on the real pair)."""
 
+from paper import PAPERS_BLENDIN
 from scripted_model import EOS, ScriptedModel, ScriptedPair
 
 from blendin_local.engine.generation import Generation
@@ -30,7 +31,7 @@ def prefers_b(seen):
 
 def run(base_rule, guide_rule, **settings):
     pair = ScriptedPair(ScriptedModel("base", PIECES, base_rule), ScriptedModel("guide", PIECES, guide_rule))
-    values = {"max_tokens": 12, "base_prompt": "plain", "guide_prompt": "plain", **settings}
+    values = {"max_tokens": 12, "base_prompt": "plain", "guide_prompt": "plain", **PAPERS_BLENDIN, **settings}
     return Generation(pair, MESSAGES, GenerationSettings(**values)).run()
 
 

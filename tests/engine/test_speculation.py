@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from paper import PAPERS_BLENDIN
 from scripted_model import EOS, ScriptedModel, ScriptedPair
 
 from blendin_local.engine.generation import Generation
@@ -42,7 +43,8 @@ def writes(script):
 
 def run(base_rule, guide_rule, guide_pieces=PIECES, **values):
     pair = ScriptedPair(ScriptedModel("base", PIECES, base_rule), ScriptedModel("guide", guide_pieces, guide_rule))
-    base = {"max_tokens": 30, "base_prompt": "plain", "guide_prompt": "plain", "method": "blendin"}
+    # The paper's BlendIn: the speculation under test, without a trigger's extra consultations
+    base = {"max_tokens": 30, "base_prompt": "plain", "guide_prompt": "plain", "method": "blendin", **PAPERS_BLENDIN}
     return Generation(pair, MESSAGES, GenerationSettings(**{**base, **values})).run(), pair
 
 

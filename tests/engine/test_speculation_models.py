@@ -10,6 +10,7 @@ disagreement is measured (the smaller of the two margins) and must be such a nea
 
 import pytest
 from alpha_one import blend_and_guide_texts
+from paper import PAPERS_BLENDIN
 from prompts import INVARIANT_PROMPTS
 
 from blendin_local.engine.generation import Generation, GenerationSettings
@@ -80,8 +81,9 @@ def test_speculative_blendin_writes_sequential_blendins_text(default_pair):
 def test_alpha_zero_is_the_base_with_speculation(default_pair, prompt):
     base = generate(default_pair, prompt, method="base", speculative=K).text
     # The same drafts give the same batches, so the base's rows are the very same numbers.
-    assert generate(default_pair, prompt, method="blendin", alpha=0.0, speculative=K).text == base
-    assert generate(default_pair, prompt, method="blendin", alpha=0.0, gamma=1.01, speculative=K).text == base
+    assert generate(default_pair, prompt, method="blendin", alpha=0.0, speculative=K, **PAPERS_BLENDIN).text == base
+    always = generate(default_pair, prompt, method="blendin", alpha=0.0, gamma=1.01, speculative=K, **PAPERS_BLENDIN)
+    assert always.text == base
 
 
 def test_alpha_one_always_on_is_the_guide_with_speculation(default_pair):
@@ -95,7 +97,7 @@ def test_alpha_one_always_on_is_the_guide_with_speculation(default_pair):
 def test_smollm_blended_with_itself_is_itself_with_speculation(smollm_self_pair, prompt):
     styles = dict(base_prompt="chat", guide_prompt="chat")
     guide = generate(smollm_self_pair, prompt, method="guide", **styles).text
-    blended = generate(smollm_self_pair, prompt, method="blendin", speculative=K, **styles)
+    blended = generate(smollm_self_pair, prompt, method="blendin", speculative=K, **styles, **PAPERS_BLENDIN)
     assert blended.text == guide
     # A model drafting for itself: nearly every draft is accepted (a batch's rounding may flip a
     # near-tie of the base's rows, which the blend with the guide's own row then decides).
