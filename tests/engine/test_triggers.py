@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
+from paper import PAPERS_BLENDIN
 from scripted_model import EOS, ScriptedModel, ScriptedPair
 
 from blendin_local.engine.distributions import SparseDistribution
@@ -15,7 +16,14 @@ from blendin_local.engine.generation import Generation
 from blendin_local.engine.methods import BlendIn
 from blendin_local.engine.prompts import Message
 from blendin_local.engine.settings import GenerationSettings
-from blendin_local.engine.triggers import LOOP_STOP_TOKENS, at_boundary, end_probability, repeats_ngram
+from blendin_local.engine.triggers import (
+    LOOP_STOP_TOKENS,
+    EndingTrigger,
+    LoopTrigger,
+    at_boundary,
+    end_probability,
+    repeats_ngram,
+)
 
 TOKENS = st.lists(st.integers(0, 3), max_size=40)
 
@@ -89,16 +97,24 @@ def guide_that_copies(seen):
     return looping_base(seen)
 
 
-def run(guide_rule, **settings):
+def scripted_generation(guide_rule, **settings) -> Generation:
+    """BlendIn on the looping base; each test switches on the triggers it is about."""
     pair = ScriptedPair(ScriptedModel("base", PIECES, looping_base), ScriptedModel("guide", PIECES, guide_rule))
-    values = {"max_tokens": 60, "base_prompt": "plain", "guide_prompt": "plain", "method": "blendin", **settings}
-    return Generation(pair, MESSAGES, GenerationSettings(**values)).run()
+    values = {"max_tokens": 60, "base_prompt": "plain", "guide_prompt": "plain", "method": "blendin"}
+    return Generation(pair, MESSAGES, GenerationSettings(**{**values, **PAPERS_BLENDIN, **settings}))
+
+
+def run(guide_rule, **settings):
+    return scripted_generation(guide_rule, **settings).run()
 
 
 def test_both_triggers_off_is_the_papers_blendin_byte_for_byte():
     for guide in (guide_that_ends, guide_that_moves_on, guide_that_copies):
         off = run(guide)
-        paper = run(guide, loop_trigger=False, end_trigger=False)
+        # The paper's method object, with no trigger at all: the step it takes is the paper's.
+        generation = scripted_generation(guide)
+        generation.method = BlendIn(gamma=generation.settings.gamma, alpha=generation.settings.alpha)
+        paper = generation.run()
         assert off.text == paper.text and off.trace == paper.trace
         assert off.stop_reason == "length" and off.n_interventions == 0  # the base is sure: the guide is never asked
 
@@ -129,7 +145,7 @@ def test_the_ending_trigger_asks_the_guide_only_at_boundaries():
         ScriptedModel("base", PIECES, looping_base), ScriptedModel("guide", PIECES, guide_that_moves_on)
     )
     settings = GenerationSettings(
-        max_tokens=10, base_prompt="plain", guide_prompt="plain", method="blendin", end_trigger=True
+        max_tokens=10, base_prompt="plain", guide_prompt="plain", method="blendin", loop_trigger=False, end_trigger=True
     )
     generation = Generation(pair, MESSAGES, settings)
     result = generation.run()
@@ -139,13 +155,16 @@ def test_the_ending_trigger_asks_the_guide_only_at_boundaries():
     assert len(pair.guide.evaluated) == 3
 
 
-def test_ensemble_and_the_paper_defaults_carry_no_trigger():
-    method = Generation(
-        ScriptedPair(ScriptedModel("b", PIECES, looping_base), ScriptedModel("g", PIECES, looping_base)),
-        MESSAGES,
-        GenerationSettings(base_prompt="plain", guide_prompt="plain"),
-    ).method
-    assert isinstance(method, BlendIn) and method.loop is None and method.ending is None
+def test_the_settings_give_blendin_its_triggers_and_ensemble_none():
+    def method(**settings):
+        return scripted_generation(looping_base, **settings).method
+
+    paper = method()
+    assert isinstance(paper, BlendIn) and paper.loop is None and paper.ending is None
+    both = method(loop_trigger=True, loop_ngram=3, loop_window=32, end_trigger=True, end_threshold=0.2)
+    assert both.loop == LoopTrigger(3, 32) and both.ending == EndingTrigger(0.2)
+    ensemble = method(method="ensemble", loop_trigger=True, end_trigger=True)
+    assert ensemble.loop is None and ensemble.ending is None  # the paper's ensemble: every token, no trigger
 
 
 def test_every_stop_reason_has_an_openai_finish_reason():
@@ -179,8 +198,8 @@ def ending_run(seed: int, **settings):
     pair = ScriptedPair(
         ScriptedModel("base", WORDS, hashed_rule(seed, -4.0)), ScriptedModel("guide", WORDS, hashed_rule(seed + 1, 1.0))
     )
-    values = {"max_tokens": 40, "base_prompt": "plain", "guide_prompt": "plain", "method": "blendin", **settings}
-    return Generation(pair, MESSAGES, GenerationSettings(**values)).run()
+    values = {"max_tokens": 40, "base_prompt": "plain", "guide_prompt": "plain", "method": "blendin"}
+    return Generation(pair, MESSAGES, GenerationSettings(**{**values, **PAPERS_BLENDIN, **settings})).run()
 
 
 @given(st.integers(0, 10_000), st.sampled_from([0.05, 0.2, 0.5, 0.9]), st.booleans())
