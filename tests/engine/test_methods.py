@@ -1,7 +1,9 @@
-"""Each decoding method on the real default pair: what distinguishes it, checked."""
+"""Each decoding method on the real default pair: what distinguishes it, checked (BlendIn: the
+paper's; tests/engine/test_triggers.py checks the triggers)."""
 
 import pytest
 from conftest import OPTIONS
+from paper import PAPERS_BLENDIN
 
 from blendin_local.engine.generation import GenerationSettings
 from blendin_local.errors import BlendinError
@@ -13,7 +15,7 @@ PROMPT = "What is the boiling point of water at sea level?"
 
 
 def run(pair, **settings):
-    return pair.generate(PROMPT, GenerationSettings(max_tokens=48, **settings))
+    return pair.generate(PROMPT, GenerationSettings(max_tokens=48, **{**PAPERS_BLENDIN, **settings}))
 
 
 def test_blendin_intervenes_only_where_the_base_is_unsure(default_pair):
