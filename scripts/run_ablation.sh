@@ -26,6 +26,7 @@ for spec in ifeval:300:1024 xstest:100:256 justeval:100:512; do
     blendin eval --dataset "$dataset" --limit "$limit" --methods "$ROWS" --max-tokens "$max_tokens" \
         --data-dir "$DATA_DIR" --out "$OUT/$dataset" $resume "$@"
 done
+# the ending thresholds of the candidates that scripts/ablation_choice.py names
 python scripts/ending_sweep.py "$OUT"/ifeval "$OUT"/xstest "$OUT"/justeval --thresholds 0.005,0.02,0.2 --data-dir "$DATA_DIR"
 blendin eval report "$OUT"/ifeval "$OUT"/xstest "$OUT"/justeval --out "$OUT"
 python scripts/ablation_tables.py "$OUT"/summary.csv
